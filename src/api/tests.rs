@@ -1,0 +1,410 @@
+// `#[pg_test]`s for the SQL surface. Each runs in a transaction that is rolled back, so
+// they cover functions, triggers, errors and RLS, but never the background worker.
+
+use pgrx::prelude::*;
+
+const TENANT_A: &str = "00000000-0000-4000-8000-00000000000a";
+const TENANT_B: &str = "00000000-0000-4000-8000-00000000000b";
+
+fn run(sql: &str) {
+    Spi::run(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn one<T: IntoDatum + FromDatum>(sql: &str) -> T {
+    Spi::get_one::<T>(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).unwrap_or_else(|| panic!("{sql}: NULL"))
+}
+
+/// Runs `sql` in a subtransaction and returns the SQLSTATE it failed with, or None.
+fn sqlstate_of(sql: &str) -> Option<String> {
+    run("CREATE OR REPLACE FUNCTION pg_temp.sqlstate_of(q text) RETURNS text
+         LANGUAGE plpgsql AS $$
+         BEGIN EXECUTE q; RETURN NULL;
+         EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE; END $$");
+    Spi::get_one_with_args::<String>("SELECT pg_temp.sqlstate_of($1)", &[sql.into()]).unwrap()
+}
+
+fn tenants() {
+    run(&format!("INSERT INTO attribution_tenants (id, name) VALUES ('{TENANT_A}', 'a'), ('{TENANT_B}', 'b')"));
+}
+
+fn jobs(tenant: &str) -> i64 {
+    one(&format!("SELECT count(*) FROM attribution_recompute_jobs WHERE tenant_id = '{tenant}'"))
+}
+
+fn schedule(tenant: &str, start: &str, end: &str) -> String {
+    one::<pgrx::Uuid>(&format!(
+        "SELECT schedule_recompute_window('{tenant}', '{start}', '{end}', 'corr-1')"
+    ))
+    .to_string()
+}
+
+#[pg_test]
+fn schedule_returns_a_pending_job_with_the_callers_correlation_id() {
+    tenants();
+    let id = schedule(TENANT_A, "2026-01-01", "2026-01-02");
+    let (status, corr): (String, String) = (
+        one(&format!("SELECT status FROM attribution_recompute_jobs WHERE id = '{id}'")),
+        one(&format!("SELECT last_correlation_id FROM attribution_recompute_jobs WHERE id = '{id}'")),
+    );
+    assert_eq!(status, "pending");
+    assert_eq!(corr, "corr-1");
+}
+
+#[pg_test]
+fn schedule_generates_a_correlation_id_when_none_is_given() {
+    tenants();
+    let id: pgrx::Uuid = one(&format!(
+        "SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02')"
+    ));
+    let corr: String = one(&format!("SELECT last_correlation_id FROM attribution_recompute_jobs WHERE id = '{id}'"));
+    // A generated id is a uuid; casting proves its shape.
+    let _: pgrx::Uuid = one(&format!("SELECT '{corr}'::uuid"));
+}
+
+#[pg_test]
+fn schedule_coalesces_pending_running_and_finished_jobs() {
+    tenants();
+    let first = schedule(TENANT_A, "2026-01-01", "2026-01-02");
+    // Pending: the same job, not a second one.
+    assert_eq!(schedule(TENANT_A, "2026-01-01", "2026-01-02"), first);
+    assert_eq!(jobs(TENANT_A), 1);
+    // Running: flagged to run once more afterwards.
+    run(&format!("UPDATE attribution_recompute_jobs SET status = 'running' WHERE id = '{first}'"));
+    assert_eq!(schedule(TENANT_A, "2026-01-01", "2026-01-02"), first);
+    let (status, rerun): (String, bool) = (
+        one(&format!("SELECT status FROM attribution_recompute_jobs WHERE id = '{first}'")),
+        one(&format!("SELECT rerun_requested FROM attribution_recompute_jobs WHERE id = '{first}'")),
+    );
+    assert_eq!((status.as_str(), rerun), ("running", true));
+    // Finished (even dead-lettered): pending again with a fresh attempt budget.
+    run(&format!(
+        "UPDATE attribution_recompute_jobs SET status = 'failed', attempts = 3, rerun_requested = false WHERE id = '{first}'"
+    ));
+    assert_eq!(schedule(TENANT_A, "2026-01-01", "2026-01-02"), first);
+    let (status, attempts): (String, i32) = (
+        one(&format!("SELECT status FROM attribution_recompute_jobs WHERE id = '{first}'")),
+        one(&format!("SELECT attempts FROM attribution_recompute_jobs WHERE id = '{first}'")),
+    );
+    assert_eq!((status.as_str(), attempts), ("pending", 0));
+    // A different window or model is a different job.
+    assert_ne!(schedule(TENANT_A, "2026-01-02", "2026-01-03"), first);
+    assert_eq!(jobs(TENANT_A), 2);
+}
+
+#[pg_test]
+fn schedule_rejects_bad_input_with_precise_sqlstates_and_writes_nothing() {
+    tenants();
+    let cases = [
+        (format!("SELECT schedule_recompute_window(NULL, '2026-01-01', '2026-01-02')"), "22004"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', NULL, '2026-01-02')"), "22004"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', NULL)"), "22004"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02', NULL, NULL)"), "22004"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-02', '2026-01-02')"), "22023"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-03', '2026-01-02')"), "22023"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-03-01')"), "22023"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', '-infinity', '2026-01-02')"), "22008"),
+        (format!("SELECT schedule_recompute_window('00000000-0000-4000-8000-0000000000ff', '2026-01-01', '2026-01-02')"), "23503"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02', NULL, '9.9.9')"), "42704"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02', repeat('x', 129))"), "22001"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02', 'two words')"), "22023"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02', E'a\\nb')"), "22023"),
+        (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02', '')"), "22023"),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(sqlstate_of(&sql).as_deref(), Some(expected), "{sql}");
+    }
+    assert_eq!(jobs(TENANT_A), 0);
+}
+
+#[pg_test]
+fn max_window_is_a_setting() {
+    tenants();
+    run("SET LOCAL attribution.max_window = '1h'");
+    assert_eq!(
+        sqlstate_of(&format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01 00:00', '2026-01-01 01:00:01')")).as_deref(),
+        Some("22023")
+    );
+    schedule(TENANT_A, "2026-01-01 00:00", "2026-01-01 01:00");
+}
+
+#[pg_test]
+fn functions_refuse_a_different_tenant_context() {
+    tenants();
+    run(&format!("SELECT set_config('attribution.tenant_id', '{TENANT_B}', true)"));
+    for sql in [
+        format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02')"),
+        format!("SELECT * FROM compute_allocations('{TENANT_A}', '2026-01-01', '2026-01-02')"),
+    ] {
+        assert_eq!(sqlstate_of(&sql).as_deref(), Some("42501"), "{sql}");
+    }
+    run("SELECT set_config('attribution.tenant_id', 'not-a-uuid', true)");
+    assert_eq!(
+        sqlstate_of(&format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02')")).as_deref(),
+        Some("22P02")
+    );
+}
+
+fn insert_events(tenant: &str, rows: &[(&str, &str, i64)]) {
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(id, ts, rev)| format!("('{id}', '{tenant}', '{ts}', {rev}, '{{}}'::jsonb)"))
+        .collect();
+    run(&format!(
+        "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload) VALUES {}",
+        values.join(", ")
+    ));
+}
+
+const E1: &str = "10000000-0000-4000-8000-000000000001";
+const E2: &str = "10000000-0000-4000-8000-000000000002";
+const E3: &str = "10000000-0000-4000-8000-000000000003";
+
+fn compute(tenant: &str, start: &str, end: &str) -> (i64, i64) {
+    let row = Spi::get_two::<i64, i64>(&format!(
+        "SELECT event_count, allocation_count FROM compute_allocations('{tenant}', '{start}', '{end}')"
+    ))
+    .unwrap();
+    (row.0.unwrap(), row.1.unwrap())
+}
+
+fn assert_cents_conserved() {
+    let bad: i64 = one(
+        "SELECT count(*) FROM attribution_events e
+          WHERE e.revenue_cents <> (SELECT coalesce(sum(a.allocated_revenue_cents), 0)
+                                      FROM attribution_allocations a
+                                     WHERE a.event_id = e.id AND a.model_version = '1.0.0')",
+    );
+    assert_eq!(bad, 0, "some event's allocations do not sum to its revenue");
+}
+
+#[pg_test]
+fn compute_allocates_every_cent_and_is_idempotent() {
+    tenants();
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100), (E2, "2026-01-01 11:00Z", 0), (E3, "2026-01-01 12:00Z", -1)]);
+    assert_eq!(compute(TENANT_A, "2026-01-01Z", "2026-01-02Z"), (3, 9));
+    assert_cents_conserved();
+    let shares: Vec<i64> = Spi::connect(|c| {
+        c.select(
+            &format!("SELECT allocated_revenue_cents FROM attribution_allocations WHERE event_id = '{E1}' ORDER BY channel"),
+            None,
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get::<i64>(1).unwrap().unwrap())
+        .collect()
+    });
+    // direct, email, google_search: google_search is listed first in the model and wins the tie.
+    assert_eq!(shares, vec![33, 33, 34]);
+
+    // Re-running writes nothing: same row versions, same updated_at.
+    let before: String = one("SELECT string_agg(xmin::text || updated_at::text, ',' ORDER BY id) FROM attribution_allocations");
+    assert_eq!(compute(TENANT_A, "2026-01-01Z", "2026-01-02Z"), (3, 0));
+    let after: String = one("SELECT string_agg(xmin::text || updated_at::text, ',' ORDER BY id) FROM attribution_allocations");
+    assert_eq!(before, after);
+
+    // A changed event rewrites only its own rows.
+    run(&format!("UPDATE attribution_events SET revenue_cents = 101 WHERE id = '{E1}'"));
+    // 100 = 34+33+33 becomes 101 = 34+34+33: one row changes.
+    assert_eq!(compute(TENANT_A, "2026-01-01Z", "2026-01-02Z"), (3, 1));
+    assert_cents_conserved();
+}
+
+#[pg_test]
+fn compute_removes_allocations_that_no_longer_belong() {
+    tenants();
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100), (E2, "2026-01-01 11:00Z", 7)]);
+    compute(TENANT_A, "2026-01-01Z", "2026-01-02Z");
+    // Deleted event: its allocations go with it.
+    run(&format!("DELETE FROM attribution_events WHERE id = '{E2}'"));
+    assert_eq!(one::<i64>(&format!("SELECT count(*) FROM attribution_allocations WHERE event_id = '{E2}'")), 0);
+    // A channel the model no longer gives is removed; the rest is re-split exactly.
+    run("UPDATE attribution_models SET channels = ARRAY['google_search', 'direct'], weights = ARRAY[1, 1] WHERE model_version = '1.0.0'");
+    assert_eq!(compute(TENANT_A, "2026-01-01Z", "2026-01-02Z"), (1, 3));
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_allocations WHERE channel = 'email'"), 0);
+    assert_cents_conserved();
+}
+
+#[pg_test]
+fn compute_is_read_only_on_events_and_rejects_bad_input() {
+    tenants();
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100)]);
+    let before: String = one("SELECT string_agg(xmin::text, ',') FROM attribution_events");
+    compute(TENANT_A, "2026-01-01Z", "2026-01-02Z");
+    assert_eq!(before, one::<String>("SELECT string_agg(xmin::text, ',') FROM attribution_events"));
+    for (sql, code) in [
+        (format!("SELECT * FROM compute_allocations(NULL, '2026-01-01', '2026-01-02')"), "22004"),
+        (format!("SELECT * FROM compute_allocations('{TENANT_A}', '2026-01-02', '2026-01-01')"), "22023"),
+        (format!("SELECT * FROM compute_allocations('{TENANT_A}', '2026-01-01', '2026-01-02', 'nope')"), "42704"),
+    ] {
+        assert_eq!(sqlstate_of(&sql).as_deref(), Some(code), "{sql}");
+    }
+}
+
+#[pg_test]
+fn bad_events_are_rejected_with_check_violations() {
+    tenants();
+    for sql in [
+        format!("INSERT INTO attribution_events VALUES ('{E1}', '{TENANT_A}', now(), 1000000000000001, '{{}}')"),
+        format!("INSERT INTO attribution_events VALUES ('{E1}', '{TENANT_A}', now(), -9223372036854775808, '{{}}')"),
+        format!("INSERT INTO attribution_events VALUES ('{E1}', '{TENANT_A}', now(), 1, '[1, 2]')"),
+        format!("INSERT INTO attribution_events VALUES ('{E1}', '{TENANT_A}', 'infinity', 1, '{{}}')"),
+    ] {
+        assert_eq!(sqlstate_of(&sql).as_deref(), Some("23514"), "{sql}");
+    }
+    assert_eq!(
+        sqlstate_of(&format!("INSERT INTO attribution_events VALUES ('{E1}', '{TENANT_A}', now(), 1, '{{bad')")).as_deref(),
+        Some("22P02")
+    );
+    assert_eq!(
+        sqlstate_of(&format!("INSERT INTO attribution_events VALUES ('{E1}', '00000000-0000-4000-8000-0000000000ff', now(), 1, '{{}}')")).as_deref(),
+        Some("23503")
+    );
+    assert_eq!(jobs(TENANT_A), 0);
+}
+
+#[pg_test]
+fn the_old_systems_insert_statement_schedules_one_job_per_tenant_and_day() {
+    tenants();
+    let stmt = format!(
+        "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload) VALUES
+            ('{E1}', '{TENANT_A}', CAST('2026-01-01T10:00:00+00:00' AS timestamptz), 1000, '{{}}'::jsonb),
+            ('{E2}', '{TENANT_A}', CAST('2026-01-01T23:59:59+00:00' AS timestamptz), 2500, '{{}}'::jsonb),
+            ('{E3}', '{TENANT_A}', CAST('2026-01-02T00:00:00+00:00' AS timestamptz), 1, '{{}}'::jsonb)
+         ON CONFLICT DO NOTHING"
+    );
+    run(&stmt);
+    run(&stmt); // a replay conflicts on every row and must still succeed
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_events"), 3);
+    assert_eq!(jobs(TENANT_A), 2);
+    assert_eq!(
+        one::<i64>(&format!(
+            "SELECT count(*) FROM attribution_recompute_jobs WHERE tenant_id = '{TENANT_A}' AND status = 'pending'
+               AND window_end - window_start = interval '1 day'
+               AND window_start IN ('2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z')"
+        )),
+        2
+    );
+}
+
+#[pg_test]
+fn updates_and_deletes_reschedule_the_windows_they_touch() {
+    tenants();
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100)]);
+    run("UPDATE attribution_recompute_jobs SET status = 'succeeded'");
+    run(&format!("UPDATE attribution_events SET occurred_at = '2026-01-05 10:00Z' WHERE id = '{E1}'"));
+    // Both the day it left and the day it moved to.
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM attribution_recompute_jobs WHERE status = 'pending'
+                     AND window_start IN ('2026-01-01Z', '2026-01-05Z')"),
+        2
+    );
+    run("UPDATE attribution_recompute_jobs SET status = 'succeeded'");
+    run(&format!("DELETE FROM attribution_events WHERE id = '{E1}'"));
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM attribution_recompute_jobs WHERE status = 'pending' AND window_start = '2026-01-05Z'"),
+        1
+    );
+}
+
+#[pg_test]
+fn the_trigger_uses_the_window_width_and_correlation_settings() {
+    tenants();
+    run("SET LOCAL attribution.window_width = '1h'");
+    run("SET LOCAL attribution.correlation_id = 'import-7'");
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:15Z", 1), (E2, "2026-01-01 10:45Z", 1), (E3, "2026-01-01 11:00Z", 1)]);
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM attribution_recompute_jobs
+                     WHERE window_end - window_start = interval '1 hour' AND last_correlation_id = 'import-7'"),
+        2
+    );
+    run("SET LOCAL attribution.correlation_id = 'bad id'");
+    assert_eq!(
+        sqlstate_of(&format!("INSERT INTO attribution_events VALUES ('{}', '{TENANT_A}', now(), 1, '{{}}')", "10000000-0000-4000-8000-000000000009")).as_deref(),
+        Some("22023")
+    );
+}
+
+#[pg_test]
+fn the_trigger_schedules_every_active_model() {
+    tenants();
+    run("INSERT INTO attribution_models (model_version, channels, weights) VALUES ('2.0.0', ARRAY['x', 'y'], ARRAY[3, 1])");
+    run("INSERT INTO attribution_models (model_version, channels, weights, active) VALUES ('0.9.0', ARRAY['x'], ARRAY[1], false)");
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 1)]);
+    assert_eq!(
+        one::<String>("SELECT string_agg(model_version, ',' ORDER BY model_version) FROM attribution_recompute_jobs"),
+        "1.0.0,2.0.0"
+    );
+}
+
+#[pg_test]
+fn split_cents_is_exact_and_validates_weights() {
+    assert_eq!(one::<Vec<i64>>("SELECT attribution_split_cents(100, ARRAY[1, 1, 1])"), vec![34, 33, 33]);
+    assert_eq!(
+        one::<Vec<i64>>("SELECT attribution_split_cents(-9223372036854775808, ARRAY[1, 1, 1])").iter().map(|v| *v as i128).sum::<i128>(),
+        i64::MIN as i128
+    );
+    assert_eq!(sqlstate_of("SELECT attribution_split_cents(1, ARRAY[1, 0])").as_deref(), Some("22023"));
+    assert_eq!(sqlstate_of("SELECT attribution_split_cents(1, ARRAY[]::int[])").as_deref(), Some("22023"));
+    assert_eq!(sqlstate_of("SELECT attribution_split_cents(1, ARRAY[1, NULL])").as_deref(), Some("22023"));
+}
+
+#[pg_test]
+fn a_tenant_context_sees_only_its_own_rows_in_every_table() {
+    tenants();
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100)]);
+    insert_events(TENANT_B, &[(E2, "2026-01-01 10:00Z", 200)]);
+    compute(TENANT_A, "2026-01-01Z", "2026-01-02Z");
+    compute(TENANT_B, "2026-01-01Z", "2026-01-02Z");
+    run(&format!(
+        "INSERT INTO worker_failed_jobs (job_id, tenant_id, payload, correlation_id, error_message, attempts)
+         VALUES (gen_random_uuid(), '{TENANT_B}', '{{}}', 'c', 'boom', 3)"
+    ));
+    run("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'attribution_test_app') THEN
+            CREATE ROLE attribution_test_app NOLOGIN; END IF; END $$");
+    run("GRANT attribution_app TO attribution_test_app");
+    run("SET LOCAL ROLE attribution_test_app");
+    run(&format!("SELECT set_config('attribution.tenant_id', '{TENANT_A}', true)"));
+    for table in [
+        "attribution_tenants",
+        "attribution_events",
+        "attribution_allocations",
+        "attribution_recompute_jobs",
+        "worker_failed_jobs",
+    ] {
+        let column = if table == "attribution_tenants" { "id" } else { "tenant_id" };
+        let foreign: i64 = one(&format!("SELECT count(*) FROM {table} WHERE {column} <> '{TENANT_A}'"));
+        assert_eq!(foreign, 0, "{table} shows another tenant's rows");
+    }
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_allocations"), 3);
+    // Writing another tenant's rows is refused, not silently dropped.
+    assert_eq!(
+        sqlstate_of(&format!("INSERT INTO attribution_events VALUES ('{E3}', '{TENANT_B}', now(), 1, '{{}}')")).as_deref(),
+        Some("42501")
+    );
+    assert_eq!(one::<i64>(&format!("WITH u AS (UPDATE attribution_events SET revenue_cents = 0 WHERE id = '{E2}' RETURNING 1) SELECT count(*) FROM u")), 0);
+    // With no context at all, a role subject to RLS sees nothing.
+    run("SELECT set_config('attribution.tenant_id', '', true)");
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_events"), 0);
+    run("RESET ROLE");
+}
+
+#[pg_test]
+fn an_rls_bound_role_can_schedule_and_compute_for_its_tenant() {
+    tenants();
+    run("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'attribution_test_app') THEN
+            CREATE ROLE attribution_test_app NOLOGIN; END IF; END $$");
+    run("GRANT attribution_app TO attribution_test_app");
+    run("SET LOCAL ROLE attribution_test_app");
+    // No context set: the functions set it for the call and clear it afterwards.
+    insert_events_as_tenant(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100)]);
+    schedule(TENANT_A, "2026-01-01", "2026-01-02");
+    assert_eq!(compute(TENANT_A, "2026-01-01Z", "2026-01-02Z"), (1, 3));
+    assert_eq!(one::<String>("SELECT coalesce(current_setting('attribution.tenant_id', true), '')"), "");
+    run("RESET ROLE");
+}
+
+fn insert_events_as_tenant(tenant: &str, rows: &[(&str, &str, i64)]) {
+    run(&format!("SELECT set_config('attribution.tenant_id', '{tenant}', true)"));
+    insert_events(tenant, rows);
+    run("SELECT set_config('attribution.tenant_id', '', true)");
+}

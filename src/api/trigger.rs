@@ -1,0 +1,104 @@
+//! The statement-level trigger on `attribution_events`. It reads the statement's transition
+//! tables once, groups the touched rows by (tenant, UTC bucket), and enqueues one job per
+//! bucket and active model, so a million-row COPY schedules a handful of jobs.
+
+use crate::catalog;
+use crate::engine::window::Window;
+use crate::errors::{AttributionError, OrReport};
+use crate::gucs;
+use crate::queue::{self, JobRequest};
+use pgrx::prelude::*;
+use std::collections::BTreeSet;
+
+/// Transition table names; sql/finalize.sql creates the triggers with these.
+const NEW_ROWS: &str = "attribution_new_events";
+const OLD_ROWS: &str = "attribution_old_events";
+
+#[pg_trigger]
+fn attribution_events_schedule<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, AttributionError> {
+    let correlation_id = match gucs::correlation_id() {
+        Some(id) => {
+            crate::engine::correlation::validate(&id).or_report();
+            id
+        }
+        None => super::new_correlation_id(),
+    };
+    let width = gucs::window_width_seconds();
+    let buckets = touched_buckets(trigger, width);
+    if buckets.is_empty() {
+        return Ok(None);
+    }
+    let models = active_models();
+    let mut requests = Vec::with_capacity(buckets.len() * models.len());
+    for (tenant_id, window) in &buckets {
+        for model_version in &models {
+            requests.push(JobRequest {
+                tenant_id: *tenant_id,
+                window: *window,
+                model_version: model_version.clone(),
+                correlation_id: correlation_id.clone(),
+            });
+        }
+    }
+    queue::enqueue(&requests);
+    Ok(None)
+}
+
+/// Distinct (tenant, bucket) pairs among the rows the statement inserted, updated (before
+/// and after) or deleted.
+fn touched_buckets(trigger: &PgTrigger<'_>, width_seconds: i64) -> BTreeSet<(pgrx::Uuid, Window)> {
+    let mut sources = Vec::new();
+    if trigger.new_transition_table_name().ok().flatten().is_some() {
+        sources.push(NEW_ROWS);
+    }
+    if trigger.old_transition_table_name().ok().flatten().is_some() {
+        sources.push(OLD_ROWS);
+    }
+    if sources.is_empty() {
+        return BTreeSet::new();
+    }
+    // date_bin does the per-row work in C; the engine turns each bucket start into the
+    // same window the rest of the extension uses.
+    let sql = sources
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT tenant_id, date_bin(make_interval(secs => $1), occurred_at, \
+                 '1970-01-01 00:00:00+00') FROM {t}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ");
+    Spi::connect(|client| {
+        // SAFETY: the trigger data is Postgres's and outlives this call; registering it
+        // makes the transition tables visible to queries on this SPI connection.
+        let rc = unsafe {
+            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
+        };
+        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+        let rows = client.select(&sql, None, &[width_seconds.into()]).expect("reading transition tables");
+        rows.map(|row| {
+            let tenant: pgrx::Uuid = row.get(1).expect("tenant_id").expect("tenant_id is NOT NULL");
+            let start: TimestampWithTimeZone = row.get(2).expect("bucket").expect("occurred_at is NOT NULL");
+            (tenant, Window::bucket_containing(start.into(), width_seconds))
+        })
+        .collect()
+    })
+}
+
+fn active_models() -> Vec<String> {
+    let schema = catalog::schema();
+    Spi::connect(|client| {
+        client
+            .select(
+                &format!("SELECT model_version FROM {schema}.attribution_models WHERE active ORDER BY 1"),
+                None,
+                &[],
+            )
+            .expect("reading attribution_models")
+            .map(|row| row.get::<String>(1).expect("model_version").expect("not null"))
+            .collect()
+    })
+}

@@ -1,0 +1,100 @@
+//! Recompute windows: half-open `[start, end)` ranges of Postgres timestamps
+//! (microseconds since 2000-01-01 UTC), their validation, and the UTC buckets the insert
+//! trigger schedules.
+
+use thiserror::Error;
+
+/// Microseconds between the Unix epoch and the Postgres epoch (2000-01-01 UTC).
+/// Buckets are aligned to the Unix epoch, so a one-day bucket is a UTC calendar day.
+const UNIX_TO_PG_EPOCH_US: i64 = 946_684_800_000_000;
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Window {
+    pub start: i64,
+    pub end: i64,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum WindowError {
+    #[error("window bounds must be finite timestamps")]
+    NotFinite,
+    #[error("window_start must be before window_end")]
+    Empty,
+    #[error("window spans {span_seconds} seconds, more than attribution.max_window_seconds = {max_seconds}")]
+    TooLong { span_seconds: i64, max_seconds: i64 },
+}
+
+impl Window {
+    /// Validates a caller-supplied window. `max_seconds` comes from the settings.
+    /// `is_finite` is passed in because infinity is represented by sentinel values
+    /// the engine should not need to know.
+    pub fn new(start: i64, end: i64, is_finite: bool, max_seconds: i64) -> Result<Self, WindowError> {
+        if !is_finite {
+            return Err(WindowError::NotFinite);
+        }
+        if start >= end {
+            return Err(WindowError::Empty);
+        }
+        let span = i128::from(end) - i128::from(start);
+        if span > i128::from(max_seconds) * i128::from(MICROS_PER_SECOND) {
+            return Err(WindowError::TooLong {
+                span_seconds: (span / i128::from(MICROS_PER_SECOND)) as i64,
+                max_seconds,
+            });
+        }
+        Ok(Window { start, end })
+    }
+
+    /// The bucket of `width_seconds` (aligned to the Unix epoch, so UTC) that contains `ts`.
+    pub fn bucket_containing(ts: i64, width_seconds: i64) -> Self {
+        assert!(width_seconds > 0, "bucket width must be positive");
+        let width = i128::from(width_seconds) * i128::from(MICROS_PER_SECOND);
+        let unix = i128::from(ts) + i128::from(UNIX_TO_PG_EPOCH_US);
+        let start_unix = unix.div_euclid(width) * width;
+        let start = start_unix - i128::from(UNIX_TO_PG_EPOCH_US);
+        // Saturate at the edges of the timestamp range rather than overflow; Postgres
+        // rejects such timestamps long before they get here.
+        let clamp = |v: i128| v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        Window { start: clamp(start), end: clamp(start + width) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+    const DAY_US: i64 = DAY * MICROS_PER_SECOND;
+
+    #[test]
+    fn day_bucket_is_the_utc_day() {
+        // 2000-01-01 00:00 UTC is Postgres time 0.
+        assert_eq!(Window::bucket_containing(0, DAY), Window { start: 0, end: DAY_US });
+        assert_eq!(Window::bucket_containing(DAY_US - 1, DAY), Window { start: 0, end: DAY_US });
+        assert_eq!(Window::bucket_containing(DAY_US, DAY), Window { start: DAY_US, end: 2 * DAY_US });
+        // Before 2000 rounds down, not toward zero.
+        assert_eq!(Window::bucket_containing(-1, DAY), Window { start: -DAY_US, end: 0 });
+    }
+
+    #[test]
+    fn hour_buckets_align_to_the_hour() {
+        let hour_us = 3_600 * MICROS_PER_SECOND;
+        let ts = 5 * hour_us + 17;
+        assert_eq!(Window::bucket_containing(ts, 3_600), Window { start: 5 * hour_us, end: 6 * hour_us });
+    }
+
+    #[test]
+    fn validation() {
+        assert_eq!(Window::new(0, 1, true, DAY), Ok(Window { start: 0, end: 1 }));
+        assert_eq!(Window::new(1, 1, true, DAY), Err(WindowError::Empty));
+        assert_eq!(Window::new(2, 1, true, DAY), Err(WindowError::Empty));
+        assert_eq!(Window::new(0, 1, false, DAY), Err(WindowError::NotFinite));
+        assert_eq!(Window::new(0, DAY_US, true, DAY), Ok(Window { start: 0, end: DAY_US }));
+        assert_eq!(
+            Window::new(0, DAY_US + 1, true, DAY),
+            Err(WindowError::TooLong { span_seconds: DAY, max_seconds: DAY })
+        );
+        assert!(Window::new(i64::MIN + 1, i64::MAX - 1, true, DAY).is_err());
+    }
+}

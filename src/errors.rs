@@ -1,0 +1,92 @@
+//! The one domain error type, and the one place it becomes a Postgres ERROR with a
+//! precise SQLSTATE and a hint that says what to do.
+
+use crate::engine::allocation::SplitError;
+use crate::engine::correlation::CorrelationIdError;
+use crate::engine::window::WindowError;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum AttributionError {
+    #[error("{0} must not be NULL")]
+    NullArgument(&'static str),
+    #[error(transparent)]
+    Window(#[from] WindowError),
+    #[error(transparent)]
+    CorrelationId(#[from] CorrelationIdError),
+    #[error("model \"{model_version}\" has invalid weights: {source}")]
+    ModelWeights { model_version: String, source: SplitError },
+    #[error(transparent)]
+    Split(#[from] SplitError),
+    #[error("tenant {0} is not registered")]
+    UnknownTenant(String),
+    #[error("attribution model \"{0}\" does not exist")]
+    UnknownModel(String),
+    #[error("the transaction acts for tenant {context}, not for tenant {requested}")]
+    TenantMismatch { context: String, requested: String },
+}
+
+impl AttributionError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            Self::NullArgument(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            Self::Window(WindowError::NotFinite) => ERRCODE_DATETIME_FIELD_OVERFLOW,
+            Self::Window(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::CorrelationId(CorrelationIdError::TooLong(_)) => ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
+            Self::CorrelationId(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::ModelWeights { .. } => ERRCODE_DATA_EXCEPTION,
+            Self::Split(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::UnknownTenant(_) => ERRCODE_FOREIGN_KEY_VIOLATION,
+            Self::UnknownModel(_) => ERRCODE_UNDEFINED_OBJECT,
+            Self::TenantMismatch { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::NullArgument(_) => Some("Pass a value for every argument that has no default."),
+            Self::Window(WindowError::Empty) => Some("Windows are half-open: [window_start, window_end)."),
+            Self::Window(WindowError::TooLong { .. }) => {
+                Some("Split the range into shorter windows, or raise attribution.max_window.")
+            }
+            Self::Window(WindowError::NotFinite) => Some("Use finite timestamps, not 'infinity'."),
+            Self::CorrelationId(_) => {
+                Some("Correlation ids are 1 to 128 visible ASCII characters (no spaces or control characters).")
+            }
+            Self::UnknownTenant(_) => Some("Register the tenant in attribution_tenants first."),
+            Self::UnknownModel(_) => Some("See attribution_models for the registered model versions."),
+            Self::TenantMismatch { .. } => {
+                Some("Set attribution.tenant_id to the tenant you act for, or leave it unset.")
+            }
+            Self::ModelWeights { .. } | Self::Split(_) => {
+                Some("Weights are 1 to 64 positive integers, one per channel.")
+            }
+        }
+    }
+
+    /// Raises this error as a Postgres ERROR. Never returns.
+    #[track_caller]
+    pub fn report(self) -> ! {
+        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "pg_attribution");
+        if let Some(hint) = self.hint() {
+            report = report.set_hint(hint);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ERROR-level reports do not return")
+    }
+}
+
+/// Unwraps a domain result or raises it as a Postgres ERROR.
+pub trait OrReport<T> {
+    fn or_report(self) -> T;
+}
+
+impl<T, E: Into<AttributionError>> OrReport<T> for Result<T, E> {
+    #[track_caller]
+    fn or_report(self) -> T {
+        self.unwrap_or_else(|e| e.into().report())
+    }
+}

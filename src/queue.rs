@@ -1,0 +1,70 @@
+//! The recompute job queue. [`enqueue`] is the one path by which work is scheduled: the
+//! insert trigger, `schedule_recompute_window()` and any re-drive all go through it, so
+//! the coalescing rules live in exactly one statement.
+
+use crate::catalog;
+use crate::engine::window::Window;
+use pgrx::prelude::*;
+
+/// One request to (re)compute a window for a tenant and model.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    pub tenant_id: pgrx::Uuid,
+    pub window: Window,
+    pub model_version: String,
+    pub correlation_id: String,
+}
+
+/// Enqueues the requests in one statement and returns their job ids (not necessarily in
+/// request order). Coalescing, per job identity (tenant, window, model):
+/// - pending: stays the same single job, with the newest correlation id;
+/// - running: stays running and is flagged to run once more when it finishes, so rows
+///   committed during the run are picked up;
+/// - succeeded or failed: becomes pending again with a fresh attempt budget.
+pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
+    if requests.is_empty() {
+        return Vec::new();
+    }
+    let schema = catalog::schema();
+    let mut tenants = Vec::with_capacity(requests.len());
+    let mut starts = Vec::with_capacity(requests.len());
+    let mut ends = Vec::with_capacity(requests.len());
+    let mut models = Vec::with_capacity(requests.len());
+    let mut correlation_ids = Vec::with_capacity(requests.len());
+    for r in requests {
+        tenants.push(r.tenant_id);
+        starts.push(to_timestamptz(r.window.start));
+        ends.push(to_timestamptz(r.window.end));
+        models.push(r.model_version.clone());
+        correlation_ids.push(r.correlation_id.clone());
+    }
+    let sql = format!(
+        "INSERT INTO {schema}.attribution_recompute_jobs AS j
+                (tenant_id, window_start, window_end, model_version, last_correlation_id)
+         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[])
+         ON CONFLICT (tenant_id, window_start, window_end, model_version) DO UPDATE SET
+                status = CASE WHEN j.status = 'running' THEN 'running' ELSE 'pending' END,
+                rerun_requested = (j.status = 'running'),
+                attempts = CASE WHEN j.status IN ('succeeded', 'failed') THEN 0 ELSE j.attempts END,
+                run_after = CASE WHEN j.status IN ('succeeded', 'failed') THEN now() ELSE j.run_after END,
+                enqueued_at = CASE WHEN j.status IN ('succeeded', 'failed') THEN now() ELSE j.enqueued_at END,
+                last_correlation_id = excluded.last_correlation_id,
+                updated_at = now()
+         RETURNING j.id"
+    );
+    Spi::connect_mut(|client| {
+        let rows = client
+            .update(
+                &sql,
+                None,
+                &[tenants.into(), starts.into(), ends.into(), models.into(), correlation_ids.into()],
+            )
+            .expect("enqueueing recompute jobs");
+        rows.map(|row| row.get::<pgrx::Uuid>(1).expect("job id").expect("job id is not null"))
+            .collect()
+    })
+}
+
+pub fn to_timestamptz(us: i64) -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(us).expect("window bounds are valid timestamps")
+}

@@ -1,0 +1,48 @@
+//! The tenant context (`attribution.tenant_id`) as the SQL functions see it.
+//!
+//! A function that acts for a tenant refuses when the transaction already acts for a
+//! different one. When no context is set it sets one for the duration of the call, so that
+//! a role subject to RLS sees the tenant's rows, and clears it again afterwards.
+
+use crate::errors::AttributionError;
+use pgrx::prelude::*;
+
+#[must_use = "call leave() when the work for the tenant is done"]
+pub struct TenantScope {
+    set_here: bool,
+}
+
+pub fn enter(tenant_id: pgrx::Uuid) -> Result<TenantScope, AttributionError> {
+    // Parsed by Postgres, exactly as the policies parse it.
+    let context: Option<pgrx::Uuid> =
+        Spi::get_one("SELECT NULLIF(pg_catalog.current_setting('attribution.tenant_id', true), '')::uuid")
+            .expect("reading attribution.tenant_id");
+    match context {
+        Some(current) if current == tenant_id => Ok(TenantScope { set_here: false }),
+        Some(current) => Err(AttributionError::TenantMismatch {
+            context: current.to_string(),
+            requested: tenant_id.to_string(),
+        }),
+        None => {
+            set_context(Some(&tenant_id.to_string()));
+            Ok(TenantScope { set_here: true })
+        }
+    }
+}
+
+impl TenantScope {
+    pub fn leave(self) {
+        if self.set_here {
+            set_context(None);
+        }
+    }
+}
+
+/// Sets the tenant context for the rest of the current transaction (`None` clears it).
+pub fn set_context(tenant_id: Option<&str>) {
+    Spi::run_with_args(
+        "SELECT pg_catalog.set_config('attribution.tenant_id', $1, true)",
+        &[tenant_id.unwrap_or("").into()],
+    )
+    .expect("setting attribution.tenant_id");
+}
