@@ -21,7 +21,7 @@ pub enum WindowError {
     NotFinite,
     #[error("window_start must be before window_end")]
     Empty,
-    #[error("window spans {span_seconds} seconds, more than attribution.max_window_seconds = {max_seconds}")]
+    #[error("window spans {span_seconds} seconds, more than attribution.max_window ({max_seconds} seconds)")]
     TooLong { span_seconds: i64, max_seconds: i64 },
 }
 

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The main job, end to end, on a throwaway cluster under target/demo:
+# install the extension, load sample tenants and events, let the insert trigger schedule
+# recompute windows, drain the queue, and print per-tenant, per-channel totals with a
+# check that every cent is accounted for.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+DATA="$ROOT/target/demo/data"
+PORT=${DEMO_PORT:-54329}
+EVENTS_PER_TENANT=${DEMO_EVENTS_PER_TENANT:-20000}
+
+"$ROOT/scripts/setup.sh"
+install_extension release
+log "starting a throwaway cluster in target/demo (port $PORT)"
+cluster_start "$DATA" "$PORT"
+trap 'cluster_stop "$DATA"' EXIT
+
+psql_demo() { cluster_psql "$DATA" "$PORT" "$@"; }
+psql_demo -d postgres -c "DROP DATABASE IF EXISTS attribution_demo" -c "CREATE DATABASE attribution_demo"
+psql_demo -d attribution_demo -c "CREATE EXTENSION pg_attribution"
+
+log "loading 3 tenants x $EVENTS_PER_TENANT events over 7 days (the trigger schedules the windows)"
+psql_demo -d attribution_demo -v n="$EVENTS_PER_TENANT" <<'SQL'
+INSERT INTO attribution_tenants (id, name) VALUES
+    ('11111111-1111-4111-8111-111111111111', 'acme'),
+    ('22222222-2222-4222-8222-222222222222', 'globex'),
+    ('33333333-3333-4333-8333-333333333333', 'initech');
+-- One statement per tenant: each schedules 7 day-windows, not thousands of jobs.
+INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload)
+SELECT gen_random_uuid(), t.id,
+       timestamptz '2026-11-01 00:00+00' + (random() * interval '7 days'),
+       CASE WHEN random() < 0.05 THEN -(1 + (random() * 5000)::bigint)   -- refunds
+            ELSE (random() * 20000)::bigint END,
+       jsonb_build_object('source', 'demo', 'n', g)
+  FROM attribution_tenants t, generate_series(1, :n) g;
+SELECT count(*) AS pending_jobs FROM attribution_recompute_jobs WHERE status = 'pending'
+\gset
+\echo :pending_jobs windows scheduled
+SQL
+
+log "draining the queue"
+DRAIN_SQL='
+CREATE TEMP TABLE drained AS SELECT 0 AS n;
+DO $$
+DECLARE j record; r record;
+BEGIN
+  FOR j IN SELECT * FROM attribution_recompute_jobs WHERE status = $q$pending$q$ ORDER BY window_start, tenant_id LOOP
+    SELECT * INTO r FROM compute_allocations(j.tenant_id, j.window_start, j.window_end, j.model_version);
+    UPDATE attribution_recompute_jobs
+       SET status = $q$succeeded$q$, run_count = run_count + 1, finished_at = now(), updated_at = now()
+     WHERE tenant_id = j.tenant_id AND id = j.id;
+    RAISE NOTICE $q$job % tenant % window %: % events, % allocations written$q$,
+        left(j.id::text, 8), left(j.tenant_id::text, 8), to_char(j.window_start AT TIME ZONE $q$UTC$q$, $q$YYYY-MM-DD$q$),
+        r.event_count, r.allocation_count;
+  END LOOP;
+END $$;'
+psql_demo -d attribution_demo -c "$DRAIN_SQL" 2>&1 | sed 's/^psql:.*NOTICE:  /  /'
+
+log "allocations per tenant and channel (model 1.0.0)"
+psql_demo -d attribution_demo -P footer=off <<'SQL'
+SELECT t.name AS tenant, a.channel,
+       count(*) AS allocations,
+       to_char(sum(a.allocated_revenue_cents) / 100.0, 'FM999,999,990.00') AS revenue
+  FROM attribution_allocations a JOIN attribution_tenants t ON t.id = a.tenant_id
+ GROUP BY t.name, a.channel ORDER BY t.name, a.channel;
+
+-- Every cent: per event, the allocations must add up to the revenue exactly.
+SELECT count(*) AS events,
+       count(*) FILTER (WHERE allocated IS DISTINCT FROM e.revenue_cents) AS events_off_by_any_cent,
+       sum(e.revenue_cents) AS revenue_cents,
+       sum(allocated) AS allocated_cents
+  FROM attribution_events e
+  LEFT JOIN LATERAL (SELECT sum(allocated_revenue_cents) AS allocated
+                       FROM attribution_allocations a
+                      WHERE a.tenant_id = e.tenant_id AND a.event_id = e.id
+                        AND a.model_version = '1.0.0') x ON true
+\gset
+\echo events: :events, off by any cent: :events_off_by_any_cent, revenue: :revenue_cents, allocated: :allocated_cents
+\if :{?events_off_by_any_cent}
+SELECT (:events_off_by_any_cent = 0 AND :revenue_cents = :allocated_cents) AS every_cent_accounted_for
+\gset
+\if :every_cent_accounted_for
+\echo OK: every cent of revenue is allocated
+\else
+\echo FAILED: allocations do not add up
+\quit 1
+\endif
+\endif
+SQL

@@ -1,0 +1,68 @@
+# Shared shell helpers for the project's scripts: pinned versions, running Postgres
+# binaries as an unprivileged user, and throwaway clusters under target/.
+# Source it; do not run it.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../pgrx-config/versions.env
+. "$ROOT/pgrx-config/versions.env"
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+PG_CONFIG=${PG_CONFIG:-$PG_BIN/pg_config}
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Postgres refuses to run as root; run its binaries as the postgres system user then.
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# A directory the Postgres user can write, under target/.
+pg_owned_dir() {
+    mkdir -p "$1"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$1"; fi
+}
+
+# cluster_start DATADIR PORT [extra postgresql.conf lines...]
+# Creates the cluster on first use, appends the project's server configuration, starts it.
+cluster_start() {
+    local data=$1 port=$2; shift 2
+    pg_owned_dir "$(dirname "$data")"
+    if [ ! -f "$data/PG_VERSION" ]; then
+        as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+        {
+            cat "$ROOT/pgrx-config/postgresql.conf"
+            echo "port = $port"
+            echo "listen_addresses = ''"
+            echo "unix_socket_directories = '$data'"
+            echo "logging_collector = off"
+            for line in "$@"; do echo "$line"; done
+        } | as_pg tee -a "$data/postgresql.conf" >/dev/null
+    fi
+    cluster_stop "$data" 2>/dev/null || true
+    as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null
+}
+
+cluster_stop() {
+    local data=$1 mode=${2:-fast}
+    if [ -f "$data/postmaster.pid" ]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$data" -m "$mode" -w -t 60 stop >/dev/null
+    fi
+}
+
+# psql against a cluster started by cluster_start: cluster_psql DATADIR PORT [psql args...]
+cluster_psql() {
+    local data=$1 port=$2; shift 2
+    "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$data" -p "$port" -U postgres "$@"
+}
+
+# Builds and installs the extension into the Postgres that $PG_CONFIG belongs to.
+install_extension() {
+    log "building and installing pg_attribution (${1:-release})"
+    local profile_flag=--release
+    [ "${1:-release}" = debug ] && profile_flag=
+    (cd "$ROOT" && cargo pgrx install $profile_flag --pg-config "$PG_CONFIG" >/dev/null)
+}

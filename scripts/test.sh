@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: engine unit tests and #[pg_test]s (cargo pgrx test), pg_regress
+# for the documented SQL behaviour, and end-to-end tests on a real cluster.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+"$ROOT/scripts/setup.sh"
+cd "$ROOT"
+
+log "unit tests and #[pg_test]s"
+pg_owned_dir "$ROOT/target/pgrx-test"
+cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$ROOT/target/pgrx-test/data"
+
+# cargo pgrx test installs a build with the test functions in it; put a plain one back.
+install_extension debug
+
+log "pg_regress"
+"$ROOT/scripts/regress.sh"
+
+log "end-to-end"
+"$ROOT/tests/e2e/run.sh"
+
+log "all tests passed"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# End-to-end tests against a real cluster with the extension preloaded. Each
+# tests/e2e/t_*.sh runs in its own fresh database; pass names to run a subset.
+set -euo pipefail
+. "$(dirname "$0")/../../scripts/lib.sh"
+. "$ROOT/tests/e2e/lib.sh"
+
+cluster_start "$E2E_DATA" "$E2E_PORT"
+trap 'cluster_stop "$E2E_DATA"' EXIT
+
+if [ $# -gt 0 ]; then
+    tests=("$@")
+else
+    tests=()
+    for f in "$ROOT"/tests/e2e/t_*.sh; do tests+=("$(basename "$f" .sh)"); done
+fi
+failed=0
+for t in "${tests[@]}"; do
+    log "e2e: $t"
+    if ! (set -euo pipefail; fresh_db >/dev/null; . "$ROOT/tests/e2e/$t.sh"); then
+        failed=$((failed + 1))
+        echo "--- last server log lines ---" >&2
+        tail -n 30 "$E2E_DATA/server.log" >&2 || true
+    fi
+done
+[ $failed -eq 0 ] || { echo "$failed end-to-end test(s) failed" >&2; exit 1; }
+log "all ${#tests[@]} end-to-end tests passed"
