@@ -18,5 +18,7 @@ CREATE TRIGGER attribution_events_schedule_delete
 GRANT EXECUTE ON FUNCTION
     schedule_recompute_window(uuid, timestamptz, timestamptz, text, text),
     compute_allocations(uuid, timestamptz, timestamptz, text),
-    attribution_split_cents(bigint, integer[])
+    attribution_split_cents(bigint, integer[]),
+    redrive_failed_job(bigint)
 TO attribution_app;
+GRANT UPDATE (redriven_at) ON worker_failed_jobs TO attribution_app;

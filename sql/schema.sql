@@ -9,10 +9,16 @@
 -- Application roles: DBAs grant attribution_app to the roles their application logs in
 -- as. Roles are cluster-wide, so they are created only when missing and outlive the
 -- extension (DROP EXTENSION leaves them).
+-- The background workers run as attribution_worker (attribution.worker_role): a login role
+-- (Postgres 15 requires it for a worker's connection) that is neither superuser nor
+-- BYPASSRLS, so every job is subject to the tenant policies.
 DO $roles$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'attribution_app') THEN
         CREATE ROLE attribution_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'attribution_worker') THEN
+        CREATE ROLE attribution_worker LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
     END IF;
 END
 $roles$;
@@ -111,6 +117,9 @@ CREATE TABLE attribution_recompute_jobs (
     worker_pid           integer,
     last_error           text,
     last_sqlstate        text,
+    -- For tests only: 'error' or 'crash' makes the run fail, but only while the server
+    -- has attribution.failure_injection = on.
+    inject_failure       text CHECK (inject_failure IN ('error', 'crash')),
     created_at           timestamptz NOT NULL DEFAULT now(),
     updated_at           timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, id),
@@ -134,6 +143,7 @@ CREATE TABLE worker_failed_jobs (
     error_message   text NOT NULL,
     attempts        integer NOT NULL,
     failed_at       timestamptz NOT NULL DEFAULT now(),
+    redriven_at     timestamptz,
     PRIMARY KEY (tenant_id, id)
 );
 CREATE INDEX worker_failed_jobs_job_idx ON worker_failed_jobs (tenant_id, job_id);
@@ -164,10 +174,40 @@ ALTER TABLE worker_failed_jobs FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON worker_failed_jobs
     USING (tenant_id = attribution_current_tenant());
 
+-- The workers claim jobs of every tenant, so they see the whole queue and dead-letter
+-- table; events and allocations they reach only through the tenant context of the job.
+CREATE POLICY worker_queue_access ON attribution_recompute_jobs TO attribution_worker
+    USING (true);
+CREATE POLICY worker_dead_letter_access ON worker_failed_jobs TO attribution_worker
+    USING (true);
+
+-- Queue health at a glance. security_invoker: a tenant role sees its own tenant's
+-- numbers, a DBA (superuser) sees the whole queue.
+CREATE VIEW attribution_queue_health WITH (security_invoker = true) AS
+SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'pending' AND run_after <= now()) AS runnable,
+       count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       now() - min(enqueued_at) FILTER (WHERE status = 'pending') AS oldest_pending_age,
+       count(*) FILTER (WHERE status = 'succeeded'
+                          AND finished_at > now() - interval '1 minute') AS finished_last_minute,
+       (SELECT count(*) FROM worker_failed_jobs WHERE redriven_at IS NULL) AS dead_letters,
+       (SELECT count(*) FROM pg_catalog.pg_stat_activity
+         WHERE backend_type = 'pg_attribution worker') AS workers
+  FROM attribution_recompute_jobs;
+
 -- What an application role may do; RLS narrows every one of these to its tenant.
 GRANT SELECT ON attribution_tenants, attribution_models TO attribution_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON attribution_events TO attribution_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON attribution_allocations TO attribution_app;
 GRANT SELECT, INSERT, UPDATE ON attribution_recompute_jobs TO attribution_app;
 GRANT SELECT ON worker_failed_jobs TO attribution_app;
+GRANT SELECT ON attribution_queue_health TO attribution_app;
 GRANT EXECUTE ON FUNCTION attribution_current_tenant() TO attribution_app;
+
+-- The worker acts as an application role for the tenant of each job, and owns the queue.
+GRANT attribution_app TO attribution_worker;
+GRANT SELECT, UPDATE, DELETE ON attribution_recompute_jobs TO attribution_worker;
+GRANT SELECT, INSERT ON worker_failed_jobs TO attribution_worker;

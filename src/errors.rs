@@ -24,6 +24,8 @@ pub enum AttributionError {
     UnknownTenant(String),
     #[error("attribution model \"{0}\" does not exist")]
     UnknownModel(String),
+    #[error("no dead-lettered job with id {0} is visible")]
+    UnknownFailedJob(i64),
     #[error("the transaction acts for tenant {context}, not for tenant {requested}")]
     TenantMismatch { context: String, requested: String },
 }
@@ -41,6 +43,7 @@ impl AttributionError {
             Self::Split(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             Self::UnknownTenant(_) => ERRCODE_FOREIGN_KEY_VIOLATION,
             Self::UnknownModel(_) => ERRCODE_UNDEFINED_OBJECT,
+            Self::UnknownFailedJob(_) => ERRCODE_NO_DATA_FOUND,
             Self::TenantMismatch { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
         }
     }
@@ -58,6 +61,7 @@ impl AttributionError {
             }
             Self::UnknownTenant(_) => Some("Register the tenant in attribution_tenants first."),
             Self::UnknownModel(_) => Some("See attribution_models for the registered model versions."),
+            Self::UnknownFailedJob(_) => Some("See worker_failed_jobs; set attribution.tenant_id to the job's tenant."),
             Self::TenantMismatch { .. } => {
                 Some("Set attribution.tenant_id to the tenant you act for, or leave it unset.")
             }

@@ -3,6 +3,7 @@
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
+use std::time::Duration;
 
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CORRELATION_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -46,6 +47,7 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+    init_worker_settings();
 }
 
 
@@ -67,4 +69,158 @@ fn non_empty(setting: &GucSetting<Option<CString>>) -> Option<String> {
         .get()
         .map(|v| v.to_string_lossy().into_owned())
         .filter(|v| !v.is_empty())
+}
+
+// Background worker settings. The first three are read at server start.
+pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static WORKER_ROLE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"attribution_worker"));
+pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static POLL_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
+pub static RETRY_DELAY: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+pub static RETRY_DELAY_MAX: GucSetting<i32> = GucSetting::<i32>::new(600_000);
+pub static JOB_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(300_000);
+pub static FINISHED_JOB_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+pub static FAILURE_INJECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// Upper bound for attribution.workers; also the size of the shared wake-up table.
+pub const MAX_WORKERS: usize = 16;
+
+fn init_worker_settings() {
+    GucRegistry::define_string_guc(
+        c"attribution.database",
+        c"Database whose job queue the background workers drain.",
+        c"The extension must be installed in it. Takes effect at server start.",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"attribution.worker_role",
+        c"Role the background workers run jobs as.",
+        c"Must be able to log in and must be neither superuser nor BYPASSRLS; CREATE EXTENSION creates attribution_worker for this.",
+        &WORKER_ROLE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"attribution.workers",
+        c"Number of background workers draining the job queue.",
+        c"0 disables the workers; jobs then wait. Takes effect at server start.",
+        &WORKERS,
+        0,
+        MAX_WORKERS as i32,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"attribution.poll_interval",
+        c"Longest a worker sleeps between looks at the queue.",
+        c"Workers are woken when a transaction that enqueued a job commits; polling is only the fallback.",
+        &POLL_INTERVAL,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"attribution.max_attempts",
+        c"Attempts per job before it moves to worker_failed_jobs.",
+        c"A run interrupted by a crash counts as an attempt.",
+        &MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"attribution.retry_delay",
+        c"Delay before the first retry of a failed job; doubles with each further failure.",
+        c"",
+        &RETRY_DELAY,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"attribution.retry_delay_max",
+        c"Longest delay between retries.",
+        c"",
+        &RETRY_DELAY_MAX,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"attribution.job_timeout",
+        c"Longest one job may run before it is cancelled and counted as a failed attempt.",
+        c"0 disables the limit.",
+        &JOB_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"attribution.finished_job_retention",
+        c"How long succeeded jobs are kept before the workers delete them.",
+        c"",
+        &FINISHED_JOB_RETENTION,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"attribution.failure_injection",
+        c"Lets attribution_recompute_jobs.inject_failure make a job fail or crash its worker. For tests only.",
+        c"Off in production: the per-job flag is ignored unless this is on in the server configuration.",
+        &FAILURE_INJECTION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+}
+
+pub fn database() -> String {
+    non_empty(&DATABASE).unwrap_or_else(|| "postgres".into())
+}
+
+pub fn worker_role() -> String {
+    non_empty(&WORKER_ROLE).unwrap_or_else(|| "attribution_worker".into())
+}
+
+pub fn workers() -> usize {
+    WORKERS.get().clamp(0, MAX_WORKERS as i32) as usize
+}
+
+pub fn poll_interval() -> Duration {
+    Duration::from_millis(POLL_INTERVAL.get().max(10) as u64)
+}
+
+pub fn max_attempts() -> i32 {
+    MAX_ATTEMPTS.get()
+}
+
+pub fn retry_delay() -> Duration {
+    Duration::from_millis(RETRY_DELAY.get().max(0) as u64)
+}
+
+pub fn retry_delay_max() -> Duration {
+    Duration::from_millis(RETRY_DELAY_MAX.get().max(0) as u64)
+}
+
+/// `None` when disabled.
+pub fn job_timeout_ms() -> Option<i32> {
+    Some(JOB_TIMEOUT.get()).filter(|ms| *ms > 0)
+}
+
+pub fn finished_job_retention_seconds() -> i64 {
+    i64::from(FINISHED_JOB_RETENTION.get())
+}
+
+pub fn failure_injection() -> bool {
+    FAILURE_INJECTION.get()
 }

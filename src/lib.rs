@@ -1,17 +1,20 @@
 //! pg_attribution: multi-tenant revenue attribution inside Postgres.
 //!
 //! `api` is the SQL surface, `engine` the pure allocation and window logic, `queue` the
-//! one enqueue path shared by the trigger and the SQL functions.
+//! one enqueue path shared by the trigger and the SQL functions, `worker` the background
+//! workers that drain the queue.
 
 use pgrx::prelude::*;
 
 mod api;
 mod catalog;
+mod compute;
 pub mod engine;
 mod errors;
 mod gucs;
 mod queue;
 mod tenancy;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -21,6 +24,14 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    // The workers and their wake-up table need shared memory, which exists only for
+    // libraries loaded at server start. Loaded later, the SQL functions and the trigger
+    // still work and jobs wait (queue.rs warns about that).
+    // SAFETY: a plain read of a Postgres global during library load.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        worker::wake::init_shmem();
+        worker::register();
+    }
 }
 
 #[cfg(test)]

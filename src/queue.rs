@@ -4,6 +4,8 @@
 
 use crate::catalog;
 use crate::engine::window::Window;
+use crate::{gucs, worker};
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 /// One request to (re)compute a window for a tenant and model.
@@ -52,7 +54,7 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
                 updated_at = now()
          RETURNING j.id"
     );
-    Spi::connect_mut(|client| {
+    let ids = Spi::connect_mut(|client| {
         let rows = client
             .update(
                 &sql,
@@ -62,7 +64,45 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
             .expect("enqueueing recompute jobs");
         rows.map(|row| row.get::<pgrx::Uuid>(1).expect("job id").expect("job id is not null"))
             .collect()
-    })
+    });
+    worker::wake::on_commit();
+    warn_once_if_nothing_drains();
+    ids
+}
+
+thread_local! {
+    static WARNED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Jobs only run where a worker serves the database; say so once per session otherwise.
+fn warn_once_if_nothing_drains() {
+    if WARNED.with(|w| w.get()) {
+        return;
+    }
+    let reason = if !worker::wake::available() {
+        Some("pg_attribution is not in shared_preload_libraries, so no background worker runs".to_owned())
+    } else if gucs::workers() == 0 {
+        Some("attribution.workers is 0".to_owned())
+    } else {
+        // SAFETY: the name of the current database, palloc'd in the current context.
+        let current = unsafe {
+            let name = pg_sys::get_database_name(pg_sys::MyDatabaseId);
+            (!name.is_null()).then(|| std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned())
+        };
+        let served = gucs::database();
+        (current.as_deref() != Some(served.as_str()))
+            .then(|| format!("the background workers serve database \"{served}\" (attribution.database), not this one"))
+    };
+    if let Some(reason) = reason {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!("recompute jobs are queued but will not run: {reason}"),
+            "pg_attribution",
+        )
+        .set_hint("Add pg_attribution to shared_preload_libraries and set attribution.database (then restart), or run compute_allocations() yourself.")
+        .report(PgLogLevel::WARNING);
+    }
+    WARNED.with(|w| w.set(true));
 }
 
 pub fn to_timestamptz(us: i64) -> TimestampWithTimeZone {

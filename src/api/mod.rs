@@ -2,6 +2,7 @@
 //! convert results back; the rules themselves live in `engine` and `queue`.
 
 pub mod compute;
+pub mod redrive;
 pub mod schedule;
 pub mod split;
 pub mod trigger;
@@ -49,27 +50,6 @@ pub(crate) fn new_correlation_id() -> String {
     let ok = unsafe { pg_sys::pg_strong_random(bytes.as_mut_ptr().cast(), bytes.len()) };
     assert!(ok, "pg_strong_random failed");
     correlation::uuid_v4(bytes)
-}
-
-/// The model's channels and weights, or UnknownModel.
-pub(crate) fn load_model(model_version: &str) -> Result<(Vec<String>, Vec<i32>), AttributionError> {
-    let schema = crate::catalog::schema();
-    let row = Spi::get_two_with_args::<Vec<String>, Vec<i32>>(
-        &format!("SELECT channels, weights FROM {schema}.attribution_models WHERE model_version = $1"),
-        &[model_version.into()],
-    );
-    match row {
-        Ok((Some(channels), Some(weights))) => {
-            crate::engine::allocation::validate_weights(&weights).map_err(|source| {
-                AttributionError::ModelWeights { model_version: model_version.to_owned(), source }
-            })?;
-            Ok((channels, weights))
-        }
-        Ok(_) | Err(pgrx::spi::SpiError::InvalidPosition) => {
-            Err(AttributionError::UnknownModel(model_version.to_owned()))
-        }
-        Err(e) => panic!("reading attribution_models: {e}"),
-    }
 }
 
 pub(crate) fn tenant_exists(tenant_id: pgrx::Uuid) -> bool {

@@ -1,6 +1,7 @@
 //! `schedule_recompute_window()`: validate a caller's request and enqueue it.
 
-use super::{correlation_id_or_new, load_model, require, tenant_exists, window_arg};
+use super::{correlation_id_or_new, require, tenant_exists, window_arg};
+use crate::compute::load_model;
 use crate::errors::{AttributionError, OrReport};
 use crate::queue::{self, JobRequest};
 use crate::tenancy;

@@ -4,4 +4,5 @@
 
 pub mod allocation;
 pub mod correlation;
+pub mod retry;
 pub mod window;

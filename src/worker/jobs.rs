@@ -1,0 +1,417 @@
+//! One worker's dealings with the job table: claim, run, record the outcome, recover jobs
+//! orphaned by a crash, prune finished ones. Every step is its own short transaction, and
+//! an error in a job is caught and recorded, never allowed to kill the worker.
+
+use super::BACKEND_TYPE;
+use crate::catalog;
+use crate::compute::compute_window;
+use crate::engine::retry::backoff;
+use crate::engine::window::Window;
+use crate::gucs;
+use crate::tenancy;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+/// A claimed job, as the worker needs it.
+struct Job {
+    id: pgrx::Uuid,
+    tenant_id: pgrx::Uuid,
+    window: Window,
+    model_version: String,
+    correlation_id: String,
+    attempts: i32,
+    inject_failure: Option<String>,
+}
+
+/// Why a job run failed.
+struct Failure {
+    sqlstate: Option<String>,
+    message: String,
+}
+
+/// Remembers what was last logged about the worker's readiness, so a misconfiguration
+/// is logged once when it appears, not at every poll.
+#[derive(Default)]
+pub struct WorkerState {
+    refusal: Option<String>,
+}
+
+/// Checks that jobs may run here: the extension is installed and the worker's role does
+/// not bypass row-level security. Logs once when this changes.
+pub fn ready_to_run(state: &mut WorkerState) -> bool {
+    let refusal = in_transaction(|| {
+        // SAFETY: a catalog lookup with missing_ok.
+        let ext = unsafe { pg_sys::get_extension_oid(c"pg_attribution".as_ptr(), true) };
+        if ext == pg_sys::InvalidOid {
+            return Some("extension pg_attribution is not installed in this database; jobs wait".to_owned());
+        }
+        let bypasses = Spi::get_one::<bool>(
+            "SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = current_user",
+        )
+        .expect("reading pg_roles")
+        .unwrap_or(true);
+        bypasses.then(|| {
+            format!(
+                "role \"{}\" is a superuser or has BYPASSRLS; the worker refuses to run jobs as it. \
+                 Set attribution.worker_role to a role subject to row-level security",
+                gucs::worker_role()
+            )
+        })
+    })
+    .unwrap_or_else(|f| Some(f.message));
+    if refusal != state.refusal {
+        match &refusal {
+            Some(reason) => ereport!(PgLogLevel::LOG, PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("pg_attribution worker is idle: {reason}")),
+            None => log!("pg_attribution worker is ready to run jobs"),
+        }
+        state.refusal = refusal.clone();
+    }
+    refusal.is_none()
+}
+
+/// Claims and runs the next runnable job. Returns false when there was none.
+pub fn run_next() -> bool {
+    let claimed = in_transaction(claim).unwrap_or_else(|f| {
+        warning!("pg_attribution worker could not claim a job: {}", f.message);
+        None
+    });
+    let Some(job) = claimed else { return false };
+
+    let started = Instant::now();
+    match in_transaction(AssertUnwindSafe(|| run(&job))) {
+        Ok((events, written)) => debug1!(
+            "pg_attribution job {} tenant {} correlation_id {}: {} events, {} allocation rows written in {:.1} ms",
+            job.id,
+            job.tenant_id,
+            job.correlation_id,
+            events,
+            written,
+            started.elapsed().as_secs_f64() * 1000.0
+        ),
+        Err(failure) => {
+            let outcome = in_transaction(AssertUnwindSafe(|| record_failure(&job, &failure)));
+            if let Err(f) = outcome {
+                warning!("pg_attribution worker could not record the failure of job {}: {}", job.id, f.message);
+            }
+        }
+    }
+    true
+}
+
+fn claim() -> Option<Job> {
+    let schema = catalog::schema();
+    // The claim commits on its own: a run that crashes the worker has then already
+    // counted as an attempt, so a job that always crashes ends in the dead-letter table.
+    let sql = format!(
+        "UPDATE {schema}.attribution_recompute_jobs j
+            SET status = 'running', attempts = j.attempts + 1, run_count = j.run_count + 1,
+                rerun_requested = false, started_at = now(), finished_at = NULL,
+                worker_pid = pg_backend_pid(), updated_at = now()
+          WHERE (j.tenant_id, j.id) IN (
+                SELECT tenant_id, id FROM {schema}.attribution_recompute_jobs
+                 WHERE status = 'pending' AND run_after <= now()
+                 ORDER BY run_after
+                 LIMIT 1
+                   FOR UPDATE SKIP LOCKED)
+      RETURNING j.id, j.tenant_id, j.window_start, j.window_end, j.model_version,
+                j.last_correlation_id, j.attempts, j.inject_failure"
+    );
+    Spi::connect_mut(|client| {
+        let rows = client.update(&sql, Some(1), &[]).expect("claiming a job");
+        rows.into_iter().next().map(|row| {
+            let start: TimestampWithTimeZone = row.get(3).unwrap().unwrap();
+            let end: TimestampWithTimeZone = row.get(4).unwrap().unwrap();
+            Job {
+                id: row.get(1).unwrap().unwrap(),
+                tenant_id: row.get(2).unwrap().unwrap(),
+                window: Window { start: start.into(), end: end.into() },
+                model_version: row.get(5).unwrap().unwrap(),
+                correlation_id: row.get(6).unwrap().unwrap(),
+                attempts: row.get(7).unwrap().unwrap(),
+                inject_failure: row.get(8).unwrap(),
+            }
+        })
+    })
+}
+
+/// Runs a claimed job: compute under the job's tenant context and correlation id, then
+/// mark it done, all in the caller's transaction so the allocations and the job's
+/// status commit together.
+fn run(job: &Job) -> (i64, i64) {
+    tenancy::set_context(Some(&job.tenant_id.to_string()));
+    Spi::run_with_args(
+        "SELECT pg_catalog.set_config('attribution.correlation_id', $1, true)",
+        &[job.correlation_id.as_str().into()],
+    )
+    .expect("setting attribution.correlation_id");
+    inject_failure(job);
+
+    let result = compute_window(job.tenant_id, job.window, &job.model_version, &job.correlation_id)
+        .unwrap_or_else(|e| e.report());
+
+    let schema = catalog::schema();
+    // A request that arrived during the run set rerun_requested: run once more.
+    Spi::run_with_args(
+        &format!(
+            "UPDATE {schema}.attribution_recompute_jobs
+                SET status = CASE WHEN rerun_requested THEN 'pending' ELSE 'succeeded' END,
+                    run_after = now(), rerun_requested = false, attempts = 0,
+                    finished_at = now(), worker_pid = NULL, last_error = NULL,
+                    last_sqlstate = NULL, updated_at = now()
+              WHERE tenant_id = $1 AND id = $2"
+        ),
+        &[job.tenant_id.into(), job.id.into()],
+    )
+    .expect("marking the job done");
+    result
+}
+
+/// For tests: with attribution.failure_injection on in the server configuration, a job
+/// whose inject_failure is 'error' fails, and one whose inject_failure is 'crash' kills
+/// its worker mid-run. Without the server setting the flag is ignored.
+fn inject_failure(job: &Job) {
+    let Some(mode) = job.inject_failure.as_deref() else { return };
+    if !gucs::failure_injection() {
+        warning!(
+            "pg_attribution job {} has inject_failure = '{mode}' but attribution.failure_injection is off; ignoring it",
+            job.id
+        );
+        return;
+    }
+    match mode {
+        "crash" => {
+            log!("pg_attribution job {} correlation_id {}: injected crash", job.id, job.correlation_id);
+            std::process::abort();
+        }
+        _ => ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_TRIGGERED_ACTION_EXCEPTION,
+            format!("injected failure for job {}", job.id)
+        ),
+    }
+}
+
+/// Schedules a retry with backoff, or after the last attempt moves the job to
+/// worker_failed_jobs. The same path serves errors and crash-orphaned runs.
+fn record_failure(job: &Job, failure: &Failure) {
+    let schema = catalog::schema();
+    let max_attempts = gucs::max_attempts();
+    let delay = backoff(job.attempts.max(1) as u32, gucs::retry_delay(), gucs::retry_delay_max());
+    let dead = job.attempts >= max_attempts;
+    if dead {
+        warning!(
+            "pg_attribution job {} tenant {} correlation_id {} failed after {} attempts and moved to worker_failed_jobs: {}",
+            job.id, job.tenant_id, job.correlation_id, job.attempts, failure.message
+        );
+    } else {
+        log!(
+            "pg_attribution job {} tenant {} correlation_id {} failed (attempt {} of {}), retrying in {:?}: {}",
+            job.id, job.tenant_id, job.correlation_id, job.attempts, max_attempts, delay, failure.message
+        );
+    }
+    Spi::run_with_args(
+        &format!(
+            "WITH failed AS (
+                 UPDATE {schema}.attribution_recompute_jobs
+                    SET status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END,
+                        run_after = now() + make_interval(secs => $4),
+                        rerun_requested = CASE WHEN $3 THEN false ELSE rerun_requested END,
+                        finished_at = now(), worker_pid = NULL,
+                        last_error = $5, last_sqlstate = $6, updated_at = now()
+                  WHERE tenant_id = $1 AND id = $2
+              RETURNING *
+             )
+             INSERT INTO {schema}.worker_failed_jobs
+                    (job_id, tenant_id, payload, correlation_id, sqlstate, error_message, attempts)
+             SELECT id, tenant_id,
+                    jsonb_build_object('tenant_id', tenant_id, 'window_start', window_start,
+                                       'window_end', window_end, 'model_version', model_version,
+                                       'correlation_id', last_correlation_id),
+                    coalesce(last_correlation_id, id::text), $6, $5, attempts
+               FROM failed
+              WHERE status = 'failed'"
+        ),
+        &[
+            job.tenant_id.into(),
+            job.id.into(),
+            dead.into(),
+            delay.as_secs_f64().into(),
+            failure.message.as_str().into(),
+            failure.sqlstate.as_deref().into(),
+        ],
+    )
+    .expect("recording a job failure");
+}
+
+/// Jobs left 'running' by a worker that is gone (killed, crashed, or the server stopped
+/// in immediate mode) are failed attempts: retried, or dead-lettered after the last.
+pub fn recover_orphans() {
+    let result = in_transaction(|| {
+        let schema = catalog::schema();
+        let orphans: Vec<Job> = Spi::connect(|client| {
+            client
+                .select(
+                    &format!(
+                        "SELECT id, tenant_id, window_start, window_end, model_version,
+                                last_correlation_id, attempts
+                           FROM {schema}.attribution_recompute_jobs
+                          WHERE status = 'running'
+                            AND (started_at < pg_postmaster_start_time()
+                                 OR worker_pid IS NULL
+                                 OR worker_pid NOT IN (SELECT pid FROM pg_stat_activity
+                                                        WHERE backend_type = $1))
+                            FOR UPDATE SKIP LOCKED"
+                    ),
+                    None,
+                    &[BACKEND_TYPE.into()],
+                )
+                .expect("finding orphaned jobs")
+                .map(|row| {
+                    let start: TimestampWithTimeZone = row.get(3).unwrap().unwrap();
+                    let end: TimestampWithTimeZone = row.get(4).unwrap().unwrap();
+                    Job {
+                        id: row.get(1).unwrap().unwrap(),
+                        tenant_id: row.get(2).unwrap().unwrap(),
+                        window: Window { start: start.into(), end: end.into() },
+                        model_version: row.get(5).unwrap().unwrap(),
+                        correlation_id: row.get(6).unwrap().unwrap(),
+                        attempts: row.get(7).unwrap().unwrap(),
+                        inject_failure: None,
+                    }
+                })
+                .collect()
+        });
+        for job in &orphans {
+            record_failure(
+                job,
+                &Failure {
+                    sqlstate: None,
+                    message: "the worker running this job exited before finishing it (crash, kill or immediate shutdown)".into(),
+                },
+            );
+        }
+    });
+    if let Err(f) = result {
+        warning!("pg_attribution worker could not recover orphaned jobs: {}", f.message);
+    }
+}
+
+/// Deletes succeeded jobs older than attribution.finished_job_retention.
+pub fn prune_finished() {
+    let result = in_transaction(|| {
+        let schema = catalog::schema();
+        Spi::run_with_args(
+            &format!(
+                "DELETE FROM {schema}.attribution_recompute_jobs
+                  WHERE status = 'succeeded' AND finished_at < now() - make_interval(secs => $1)"
+            ),
+            &[(gucs::finished_job_retention_seconds() as f64).into()],
+        )
+        .expect("pruning finished jobs");
+    });
+    if let Err(f) = result {
+        warning!("pg_attribution worker could not prune finished jobs: {}", f.message);
+    }
+}
+
+/// Time until the earliest pending job scheduled in the future (a retry) becomes due.
+pub fn until_next_due() -> Option<Duration> {
+    in_transaction(|| {
+        let schema = catalog::schema();
+        Spi::get_one::<f64>(&format!(
+            "SELECT extract(epoch FROM min(run_after) - now())::float8
+               FROM {schema}.attribution_recompute_jobs
+              WHERE status = 'pending' AND run_after > now()"
+        ))
+        .expect("reading the next retry time")
+    })
+    .ok()
+    .flatten()
+    .map(|secs| Duration::from_secs_f64(secs.max(0.001)))
+}
+
+/// Runs `body` in its own transaction. An ERROR (or panic) inside is caught, the
+/// transaction is rolled back, and the error is returned instead of killing the worker.
+fn in_transaction<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
+    let timeout = gucs::job_timeout_ms();
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        if let Some(ms) = timeout {
+            statement_timeout::enable(ms);
+        }
+    }
+    let outcome = PgTryBuilder::new(AssertUnwindSafe(|| Ok(body())))
+        .catch_others(|e| Err(failure_from(e)))
+        .execute();
+    unsafe {
+        if timeout.is_some() {
+            statement_timeout::disable();
+        }
+        // A timeout that fired after the body finished must not cancel the commit.
+        pg_sys::QueryCancelPending = 0;
+        match outcome {
+            Ok(_) => {
+                pg_sys::PopActiveSnapshot();
+                pg_sys::CommitTransactionCommand();
+            }
+            Err(_) => {
+                // What PostgresMain does after an ERROR: roll back and start clean.
+                pg_sys::InterruptHoldoffCount += 1;
+                pg_sys::AbortCurrentTransaction();
+                pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+                pg_sys::FlushErrorState();
+                pg_sys::InterruptHoldoffCount -= 1;
+            }
+        }
+    }
+    outcome
+}
+
+fn failure_from(e: CaughtError) -> Failure {
+    let report = match &e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+        CaughtError::RustPanic { ereport, .. } => ereport,
+    };
+    Failure { sqlstate: Some(sqlstate_text(report.sql_error_code() as i32)), message: report.message().to_owned() }
+}
+
+/// The five-character SQLSTATE packed into an error code (Postgres's PGUNSIXBIT).
+fn sqlstate_text(code: i32) -> String {
+    (0..5).map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect()
+}
+
+/// Postgres arms statement_timeout only for client statements, so a worker arms the
+/// same timer itself around each transaction. timeout.h is not in pgrx's bindings.
+mod statement_timeout {
+    // TimeoutId::STATEMENT_TIMEOUT in Postgres 15's utils/timeout.h.
+    const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+
+    unsafe extern "C-unwind" {
+        fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+        fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+    }
+
+    pub unsafe fn enable(ms: i32) {
+        unsafe { enable_timeout_after(STATEMENT_TIMEOUT, ms) }
+    }
+
+    pub unsafe fn disable() {
+        unsafe { disable_timeout(STATEMENT_TIMEOUT, false) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sqlstate_text_unpacks_codes() {
+        // MAKE_SQLSTATE('2','2','0','0','4'): each character minus '0' in six bits, first lowest.
+        let pack = |s: &str| s.bytes().enumerate().fold(0i32, |acc, (i, b)| acc | (((b - b'0') as i32) << (6 * i)));
+        assert_eq!(super::sqlstate_text(pack("22004")), "22004");
+        assert_eq!(super::sqlstate_text(pack("XX000")), "XX000");
+        assert_eq!(super::sqlstate_text(pack("42P01")), "42P01");
+    }
+}

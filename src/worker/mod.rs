@@ -1,0 +1,91 @@
+//! The background workers that drain `attribution_recompute_jobs` inside the database.
+//!
+//! Each worker connects to `attribution.database` as `attribution.worker_role` (a role
+//! subject to RLS), then loops: claim one runnable job (`FOR UPDATE SKIP LOCKED`), run it
+//! in its own transaction under the job's tenant context, record the outcome, and sleep on
+//! its latch when the queue is empty. Commits that enqueue jobs set that latch.
+
+mod jobs;
+pub mod wake;
+
+use crate::gucs;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::prelude::*;
+use std::time::{Duration, Instant};
+
+/// What `pg_stat_activity.backend_type` shows for the workers.
+pub const BACKEND_TYPE: &str = "pg_attribution worker";
+
+/// How long the postmaster waits before restarting a worker that exited abnormally.
+const RESTART_DELAY: Duration = Duration::from_secs(2);
+
+/// How often a worker looks for jobs orphaned by a crash and prunes finished jobs.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Registers the static workers. Only possible while shared_preload_libraries is loaded.
+pub fn register() {
+    for slot in 0..gucs::workers() {
+        BackgroundWorkerBuilder::new(&format!("pg_attribution worker {slot}"))
+            .set_type(BACKEND_TYPE)
+            .set_library("pg_attribution")
+            .set_function("pg_attribution_worker_main")
+            .set_argument((slot as i32).into_datum())
+            .enable_spi_access()
+            .set_restart_time(Some(RESTART_DELAY))
+            .load();
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
+    let slot = unsafe { i32::from_polymorphic_datum(arg, false, pg_sys::INT4OID) }.unwrap_or(0) as usize;
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = gucs::database();
+    let role = gucs::worker_role();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), Some(&role));
+    wake::publish(slot);
+    log!("pg_attribution worker {slot} started in database \"{database}\" as role \"{role}\"");
+
+    let mut state = jobs::WorkerState::default();
+    let mut last_maintenance: Option<Instant> = None;
+    loop {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: reloading the configuration file is what a worker does on SIGHUP.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        // SIGTERM is honoured between jobs, never in the middle of one: a job in progress
+        // (bounded by attribution.job_timeout) finishes and commits first.
+        if BackgroundWorker::sigterm_received() {
+            break;
+        }
+        if !jobs::ready_to_run(&mut state) {
+            if !BackgroundWorker::wait_latch(Some(gucs::poll_interval())) {
+                break;
+            }
+            continue;
+        }
+        if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_INTERVAL) {
+            jobs::recover_orphans();
+            jobs::prune_finished();
+            last_maintenance = Some(Instant::now());
+        }
+        // Drain what is runnable now, then sleep until the next retry is due, a commit
+        // wakes us, or the poll interval passes.
+        while jobs::run_next() {
+            if BackgroundWorker::sigterm_received() {
+                break;
+            }
+        }
+        let sleep = jobs::until_next_due().map_or(gucs::poll_interval(), |d| d.min(gucs::poll_interval()));
+        if !BackgroundWorker::wait_latch(Some(sleep)) {
+            break;
+        }
+    }
+    wake::withdraw(slot);
+    log!("pg_attribution worker {slot} shutting down");
+    // Exit code 1, as Postgres's own workers do on SIGTERM: the postmaster restarts the
+    // worker unless the server is shutting down. Exit code 0 would unregister it for
+    // good after a pg_terminate_backend() or DROP DATABASE ... WITH (FORCE).
+    unsafe { pg_sys::proc_exit(1) };
+}
