@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job, end to end, on a throwaway cluster under target/demo:
-# install the extension, load sample tenants and events, let the insert trigger schedule
-# recompute windows, drain the queue, and print per-tenant, per-channel totals with a
-# check that every cent is accounted for.
+# The main job, end to end, on a throwaway cluster under target/demo: install the
+# extension, load sample tenants and events, let the insert trigger schedule recompute
+# windows and the background workers drain them (progress shown from
+# attribution_queue_health), then print per-tenant, per-channel totals with a check that
+# every cent is accounted for.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -13,7 +14,7 @@ EVENTS_PER_TENANT=${DEMO_EVENTS_PER_TENANT:-20000}
 "$ROOT/scripts/setup.sh"
 install_extension release
 log "starting a throwaway cluster in target/demo (port $PORT)"
-cluster_start "$DATA" "$PORT"
+cluster_start "$DATA" "$PORT" "attribution.database = 'attribution_demo'"
 trap 'cluster_stop "$DATA"' EXIT
 
 psql_demo() { cluster_psql "$DATA" "$PORT" "$@"; }
@@ -39,23 +40,26 @@ SELECT count(*) AS pending_jobs FROM attribution_recompute_jobs WHERE status = '
 \echo :pending_jobs windows scheduled
 SQL
 
-log "draining the queue"
-DRAIN_SQL='
-CREATE TEMP TABLE drained AS SELECT 0 AS n;
-DO $$
-DECLARE j record; r record;
-BEGIN
-  FOR j IN SELECT * FROM attribution_recompute_jobs WHERE status = $q$pending$q$ ORDER BY window_start, tenant_id LOOP
-    SELECT * INTO r FROM compute_allocations(j.tenant_id, j.window_start, j.window_end, j.model_version);
-    UPDATE attribution_recompute_jobs
-       SET status = $q$succeeded$q$, run_count = run_count + 1, finished_at = now(), updated_at = now()
-     WHERE tenant_id = j.tenant_id AND id = j.id;
-    RAISE NOTICE $q$job % tenant % window %: % events, % allocations written$q$,
-        left(j.id::text, 8), left(j.tenant_id::text, 8), to_char(j.window_start AT TIME ZONE $q$UTC$q$, $q$YYYY-MM-DD$q$),
-        r.event_count, r.allocation_count;
-  END LOOP;
-END $$;'
-psql_demo -d attribution_demo -c "$DRAIN_SQL" 2>&1 | sed 's/^psql:.*NOTICE:  /  /'
+log "the background workers drain the queue"
+# The workers connect once the database exists (they retry every two seconds).
+for _ in $(seq 1 100); do
+    [ "$(psql_demo -d attribution_demo -tA -c "SELECT workers FROM attribution_queue_health")" -ge 1 ] && break
+    sleep 0.1
+done
+while :; do
+    row=$(psql_demo -d attribution_demo -tA -F ' ' -c "SELECT pending, running, succeeded, failed, workers FROM attribution_queue_health")
+    read -r pending running succeeded failed workers <<< "$row"
+    printf '  %s  pending %-4s running %-2s succeeded %-4s failed %-2s (workers: %s)\n' \
+        "$(date +%T.%N | cut -c1-12)" "$pending" "$running" "$succeeded" "$failed" "$workers"
+    [ "$pending" = 0 ] && [ "$running" = 0 ] && break
+    sleep 0.25
+done
+psql_demo -d attribution_demo -P footer=off -c "
+SELECT t.name AS tenant, count(*) AS jobs, sum(j.run_count) AS runs,
+       round(avg(extract(epoch FROM j.finished_at - j.started_at)) * 1000, 1) AS avg_job_ms,
+       round(max(extract(epoch FROM j.finished_at - j.enqueued_at)) * 1000, 1) AS max_enqueue_to_done_ms
+  FROM attribution_recompute_jobs j JOIN attribution_tenants t ON t.id = j.tenant_id
+ GROUP BY t.name ORDER BY t.name"
 
 log "allocations per tenant and channel (model 1.0.0)"
 psql_demo -d attribution_demo -P footer=off <<'SQL'

@@ -27,9 +27,12 @@ pg_owned_dir() {
 }
 
 # cluster_start DATADIR PORT [extra postgresql.conf lines...]
-# Creates the cluster on first use, appends the project's server configuration, starts it.
+# Creates a new cluster (replacing any old one in DATADIR), appends the project's server
+# configuration and the extra lines, and starts it.
 cluster_start() {
     local data=$1 port=$2; shift 2
+    cluster_stop "$data" immediate 2>/dev/null || true
+    rm -rf "$data"
     pg_owned_dir "$(dirname "$data")"
     if [ ! -f "$data/PG_VERSION" ]; then
         as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
@@ -42,8 +45,12 @@ cluster_start() {
             for line in "$@"; do echo "$line"; done
         } | as_pg tee -a "$data/postgresql.conf" >/dev/null
     fi
-    cluster_stop "$data" 2>/dev/null || true
-    as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null
+    cluster_restart "$data"
+}
+
+# Starts a cluster that cluster_start created (after a stop or a crash).
+cluster_restart() {
+    as_pg "$PG_BIN/pg_ctl" -D "$1" -l "$1/server.log" -w -t 60 start >/dev/null
 }
 
 cluster_stop() {

@@ -10,7 +10,7 @@ PORT=${REGRESS_PORT:-54331}
 OUT="$ROOT/target/regress/out"
 PG_REGRESS="$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress"
 
-cluster_start "$DATA" "$PORT" "client_min_messages = warning"
+cluster_start "$DATA" "$PORT" "client_min_messages = warning" "attribution.database = 'pg_attribution_regress'"
 trap 'cluster_stop "$DATA"' EXIT
 
 tests=()

@@ -47,7 +47,6 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
-    init_worker_settings();
 }
 
 
@@ -87,7 +86,9 @@ pub static FAILURE_INJECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// Upper bound for attribution.workers; also the size of the shared wake-up table.
 pub const MAX_WORKERS: usize = 16;
 
-fn init_worker_settings() {
+/// Worker settings exist only where the workers can: when the library is preloaded
+/// (Postgres refuses PGC_POSTMASTER settings defined after startup).
+pub fn init_worker_settings() {
     GucRegistry::define_string_guc(
         c"attribution.database",
         c"Database whose job queue the background workers drain.",

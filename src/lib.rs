@@ -29,6 +29,7 @@ pub extern "C-unwind" fn _PG_init() {
     // still work and jobs wait (queue.rs warns about that).
     // SAFETY: a plain read of a Postgres global during library load.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        gucs::init_worker_settings();
         worker::wake::init_shmem();
         worker::register();
     }

@@ -408,3 +408,39 @@ fn insert_events_as_tenant(tenant: &str, rows: &[(&str, &str, i64)]) {
     insert_events(tenant, rows);
     run("SELECT set_config('attribution.tenant_id', '', true)");
 }
+
+#[pg_test]
+fn redrive_requeues_a_dead_letter_with_its_correlation_id() {
+    tenants();
+    let id = schedule(TENANT_A, "2026-01-01", "2026-01-02");
+    run(&format!("UPDATE attribution_recompute_jobs SET status = 'failed', attempts = 3 WHERE id = '{id}'"));
+    let failed: i64 = one(&format!(
+        "INSERT INTO worker_failed_jobs (job_id, tenant_id, payload, correlation_id, sqlstate, error_message, attempts)
+         SELECT id, tenant_id, jsonb_build_object('window_start', window_start, 'window_end', window_end,
+                                                  'model_version', model_version),
+                'corr-dead', '09000', 'boom', 3
+           FROM attribution_recompute_jobs WHERE id = '{id}' RETURNING id"
+    ));
+    let redriven: pgrx::Uuid = one(&format!("SELECT redrive_failed_job({failed})"));
+    assert_eq!(redriven.to_string(), id);
+    let state: String = one(&format!(
+        "SELECT status || '/' || attempts || '/' || last_correlation_id FROM attribution_recompute_jobs WHERE id = '{id}'"
+    ));
+    assert_eq!(state, "pending/0/corr-dead");
+    assert!(one::<bool>(&format!("SELECT redriven_at IS NOT NULL FROM worker_failed_jobs WHERE id = {failed}")));
+    assert_eq!(sqlstate_of("SELECT redrive_failed_job(NULL)").as_deref(), Some("22004"));
+    assert_eq!(sqlstate_of("SELECT redrive_failed_job(-1)").as_deref(), Some("P0002"));
+}
+
+#[pg_test]
+fn queue_health_counts_jobs_by_status() {
+    tenants();
+    schedule(TENANT_A, "2026-01-01", "2026-01-02");
+    schedule(TENANT_A, "2026-01-02", "2026-01-03");
+    run("UPDATE attribution_recompute_jobs SET status = 'succeeded', finished_at = now() WHERE window_start = '2026-01-02'");
+    let row: String = one(
+        "SELECT pending || '/' || runnable || '/' || succeeded || '/' || finished_last_minute || '/' || dead_letters
+           FROM attribution_queue_health",
+    );
+    assert_eq!(row, "1/1/1/1/0");
+}

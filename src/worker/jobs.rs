@@ -91,7 +91,8 @@ pub fn run_next() -> bool {
             started.elapsed().as_secs_f64() * 1000.0
         ),
         Err(failure) => {
-            let outcome = in_transaction(AssertUnwindSafe(|| record_failure(&job, &failure)));
+            let delay = backoff(job.attempts.max(1) as u32, gucs::retry_delay(), gucs::retry_delay_max());
+            let outcome = in_transaction(AssertUnwindSafe(|| record_failure(&job, &failure, delay)));
             if let Err(f) = outcome {
                 warning!("pg_attribution worker could not record the failure of job {}: {}", job.id, f.message);
             }
@@ -158,7 +159,7 @@ fn run(job: &Job) -> (i64, i64) {
             "UPDATE {schema}.attribution_recompute_jobs
                 SET status = CASE WHEN rerun_requested THEN 'pending' ELSE 'succeeded' END,
                     run_after = now(), rerun_requested = false, attempts = 0,
-                    finished_at = now(), worker_pid = NULL, last_error = NULL,
+                    finished_at = clock_timestamp(), worker_pid = NULL, last_error = NULL,
                     last_sqlstate = NULL, updated_at = now()
               WHERE tenant_id = $1 AND id = $2"
         ),
@@ -193,12 +194,11 @@ fn inject_failure(job: &Job) {
     }
 }
 
-/// Schedules a retry with backoff, or after the last attempt moves the job to
+/// Schedules a retry after `delay`, or after the last attempt moves the job to
 /// worker_failed_jobs. The same path serves errors and crash-orphaned runs.
-fn record_failure(job: &Job, failure: &Failure) {
+fn record_failure(job: &Job, failure: &Failure, delay: Duration) {
     let schema = catalog::schema();
     let max_attempts = gucs::max_attempts();
-    let delay = backoff(job.attempts.max(1) as u32, gucs::retry_delay(), gucs::retry_delay_max());
     let dead = job.attempts >= max_attempts;
     if dead {
         warning!(
@@ -218,7 +218,7 @@ fn record_failure(job: &Job, failure: &Failure) {
                     SET status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END,
                         run_after = now() + make_interval(secs => $4),
                         rerun_requested = CASE WHEN $3 THEN false ELSE rerun_requested END,
-                        finished_at = now(), worker_pid = NULL,
+                        finished_at = clock_timestamp(), worker_pid = NULL,
                         last_error = $5, last_sqlstate = $6, updated_at = now()
                   WHERE tenant_id = $1 AND id = $2
               RETURNING *
@@ -245,8 +245,9 @@ fn record_failure(job: &Job, failure: &Failure) {
     .expect("recording a job failure");
 }
 
-/// Jobs left 'running' by a worker that is gone (killed, crashed, or the server stopped
-/// in immediate mode) are failed attempts: retried, or dead-lettered after the last.
+/// Jobs left 'running' by a worker that is gone (killed, crashed, terminated, or the
+/// server stopped in immediate mode) are failed attempts: retried at once, or
+/// dead-lettered after the last.
 pub fn recover_orphans() {
     let result = in_transaction(|| {
         let schema = catalog::schema();
@@ -288,8 +289,9 @@ pub fn recover_orphans() {
                 job,
                 &Failure {
                     sqlstate: None,
-                    message: "the worker running this job exited before finishing it (crash, kill or immediate shutdown)".into(),
+                    message: "the worker running this job exited before finishing it (crash, kill or shutdown)".into(),
                 },
+                Duration::ZERO,
             );
         }
     });

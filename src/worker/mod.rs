@@ -36,11 +36,24 @@ pub fn register() {
     }
 }
 
+unsafe extern "C-unwind" {
+    /// Postgres's own SIGTERM handler (tcop/postgres.c), unwrapped: it runs in signal
+    /// context and only sets flags and the latch.
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
     let slot = unsafe { i32::from_polymorphic_datum(arg, false, pg_sys::INT4OID) }.unwrap_or(0) as usize;
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
+    // SIGTERM as in Postgres's own workers: die() makes the next interrupt check exit
+    // with FATAL (code 1), cancelling a job in progress, whose transaction rolls back.
+    // The postmaster restarts the worker unless the server is shutting down, and the
+    // interrupted job is recovered as an orphan.
+    // SAFETY: installing a Postgres signal handler in our own process.
+    unsafe { pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die)) };
     let database = gucs::database();
     let role = gucs::worker_role();
     BackgroundWorker::connect_worker_to_spi(Some(&database), Some(&role));
@@ -54,11 +67,7 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
             // SAFETY: reloading the configuration file is what a worker does on SIGHUP.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        // SIGTERM is honoured between jobs, never in the middle of one: a job in progress
-        // (bounded by attribution.job_timeout) finishes and commits first.
-        if BackgroundWorker::sigterm_received() {
-            break;
-        }
+        pgrx::check_for_interrupts!();
         if !jobs::ready_to_run(&mut state) {
             if !BackgroundWorker::wait_latch(Some(gucs::poll_interval())) {
                 break;
@@ -73,19 +82,15 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
         // Drain what is runnable now, then sleep until the next retry is due, a commit
         // wakes us, or the poll interval passes.
         while jobs::run_next() {
-            if BackgroundWorker::sigterm_received() {
-                break;
-            }
+            pgrx::check_for_interrupts!();
         }
         let sleep = jobs::until_next_due().map_or(gucs::poll_interval(), |d| d.min(gucs::poll_interval()));
         if !BackgroundWorker::wait_latch(Some(sleep)) {
             break;
         }
     }
+    // Only reached when the postmaster died. Exit code 1, never 0: 0 would unregister
+    // the worker for good.
     wake::withdraw(slot);
-    log!("pg_attribution worker {slot} shutting down");
-    // Exit code 1, as Postgres's own workers do on SIGTERM: the postmaster restarts the
-    // worker unless the server is shutting down. Exit code 0 would unregister it for
-    // good after a pg_terminate_backend() or DROP DATABASE ... WITH (FORCE).
     unsafe { pg_sys::proc_exit(1) };
 }

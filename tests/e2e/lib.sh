@@ -8,10 +8,54 @@ E2E_DB=${E2E_DB:-attribution_e2e}
 # sql [psql args...] < statement: runs against the test database, unaligned, no headers.
 sql() { cluster_psql "$E2E_DATA" "$E2E_PORT" -d "$E2E_DB" -tA "$@"; }
 
+# Settings every e2e cluster starts with: the workers serve the test database and retry
+# quickly, so that failure paths finish in seconds.
+E2E_CONF=(
+    "attribution.database = '$E2E_DB'"
+    "attribution.retry_delay = '200ms'"
+    "attribution.retry_delay_max = '1s'"
+    "attribution.poll_interval = '1s'"
+)
+
+admin() { cluster_psql "$E2E_DATA" "$E2E_PORT" -d postgres -tA "$@"; }
+
 fresh_db() {
-    cluster_psql "$E2E_DATA" "$E2E_PORT" -d postgres \
-        -c "DROP DATABASE IF EXISTS $E2E_DB WITH (FORCE)" -c "CREATE DATABASE $E2E_DB"
+    admin -c "ALTER SYSTEM RESET ALL" -c "SELECT pg_reload_conf()" >/dev/null
+    admin -c "DROP DATABASE IF EXISTS $E2E_DB WITH (FORCE)" -c "CREATE DATABASE $E2E_DB"
     sql -c "CREATE EXTENSION pg_attribution" >/dev/null
+    wait_for_workers 2
+}
+
+# wait_for SECONDS SQL: until the query returns t.
+wait_for() {
+    local deadline=$((SECONDS + $1)) sql_text=$2
+    until [ "$(sql -c "$sql_text" 2>/dev/null)" = t ]; do
+        [ $SECONDS -lt $deadline ] || fail "timed out after $1 s waiting for: $sql_text"
+        sleep 0.1
+    done
+}
+
+# Waits until N workers are connected to the test database (they restart within seconds
+# after a crash or after the database was recreated).
+wait_for_workers() {
+    local deadline=$((SECONDS + 60))
+    until [ "$(admin -c "SELECT count(*) FROM pg_stat_activity
+                         WHERE backend_type = 'pg_attribution worker' AND datname = '$E2E_DB'" 2>/dev/null)" = "$1" ]; do
+        [ $SECONDS -lt $deadline ] || fail "workers did not connect to $E2E_DB"
+        sleep 0.2
+    done
+}
+
+# Waits until no job is pending or running.
+wait_for_drain() {
+    wait_for "${1:-60}" "SELECT count(*) = 0 FROM attribution_recompute_jobs WHERE status IN ('pending', 'running')"
+}
+
+# Applies settings with ALTER SYSTEM and a reload (SIGHUP), as a DBA would.
+reload_with() {
+    for setting in "$@"; do admin -c "ALTER SYSTEM SET $setting" >/dev/null; done
+    admin -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.3
 }
 
 fail() { echo "FAIL: $*" >&2; exit 1; }

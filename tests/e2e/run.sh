@@ -5,7 +5,7 @@ set -euo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 . "$ROOT/tests/e2e/lib.sh"
 
-cluster_start "$E2E_DATA" "$E2E_PORT"
+cluster_start "$E2E_DATA" "$E2E_PORT" "${E2E_CONF[@]}"
 trap 'cluster_stop "$E2E_DATA"' EXIT
 
 if [ $# -gt 0 ]; then
@@ -17,7 +17,8 @@ fi
 failed=0
 for t in "${tests[@]}"; do
     log "e2e: $t"
-    if ! (set -euo pipefail; fresh_db >/dev/null; . "$ROOT/tests/e2e/$t.sh"); then
+    # A separate shell per test: errexit would be ignored inside an if-tested subshell.
+    if ! bash -c 'set -euo pipefail; . "$1/scripts/lib.sh"; . "$1/tests/e2e/lib.sh"; fresh_db >/dev/null; . "$1/tests/e2e/$2.sh"' _ "$ROOT" "$t"; then
         failed=$((failed + 1))
         echo "--- last server log lines ---" >&2
         tail -n 30 "$E2E_DATA/server.log" >&2 || true

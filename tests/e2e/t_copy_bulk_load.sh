@@ -16,17 +16,15 @@ sql -c "COPY (SELECT gen_random_uuid(),
                      (g * 7919) % 100000 - 5000,
                      '{}'::jsonb
                 FROM generate_series(1, 100000) g) TO STDOUT" > "$ROOT/target/e2e/events.copy"
-sql -c "\\copy attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload) FROM '$ROOT/target/e2e/events.copy'"
+# COPY and count in one transaction, before the workers can see (and drain) the jobs.
+pending=$(sql -1 -c "\\copy attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload) FROM '$ROOT/target/e2e/events.copy'" \
+                 -c "SELECT count(*) FILTER (WHERE status = 'pending') || '/' || count(DISTINCT (tenant_id, window_start))
+                       FROM attribution_recompute_jobs WHERE window_end - window_start = interval '1 day'")
 rm -f "$ROOT/target/e2e/events.copy"
-
+assert_eq "$pending" "6/6" "the COPY left exactly 6 pending jobs, one per tenant and UTC day"
 assert_eq "$(sql -c "SELECT count(*) FROM attribution_events")" 100000 "COPY loaded 100k events"
-assert_eq "$(sql -c "SELECT count(*) FROM attribution_recompute_jobs WHERE status = 'pending'")" 6 \
-    "COPY scheduled exactly 6 pending jobs"
-assert_eq "$(sql -c "SELECT count(DISTINCT (tenant_id, window_start)) FROM attribution_recompute_jobs
-                      WHERE window_end - window_start = interval '1 day'")" 6 "one job per tenant and UTC day"
 
-sql -c "SELECT count(*) FROM attribution_recompute_jobs j,
-               LATERAL compute_allocations(j.tenant_id, j.window_start, j.window_end, j.model_version)" >/dev/null
+wait_for_drain 120
 
 assert_eq "$(sql -c "SELECT count(*) FROM (SELECT event_id FROM attribution_allocations
                       WHERE model_version = '1.0.0' GROUP BY event_id HAVING count(*) = 3) x")" 100000 \
@@ -38,8 +36,8 @@ OLD_INSERT="INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_
     ('cccccccc-0000-4000-8000-000000000001', 'aaaaaaaa-0000-4000-8000-000000000001', CAST('2026-02-10T08:00:00+00:00' AS timestamptz), 1999, '{}'::jsonb),
     ('cccccccc-0000-4000-8000-000000000002', 'aaaaaaaa-0000-4000-8000-000000000001', CAST('2026-02-11T08:00:00+00:00' AS timestamptz), 2999, '{}'::jsonb)
     ON CONFLICT DO NOTHING"
-sql -c "$OLD_INSERT" >/dev/null
-sql -c "$OLD_INSERT" >/dev/null
-assert_eq "$(sql -c "SELECT count(*) FROM attribution_recompute_jobs
-                      WHERE status = 'pending' AND window_start IN ('2026-02-10Z', '2026-02-11Z')")" 2 \
-    "the old INSERT statement leaves one pending job per tenant and day"
+assert_eq "$(sql -1 -c "$OLD_INSERT" -c "$OLD_INSERT" -c "SELECT count(*) FROM attribution_recompute_jobs
+                      WHERE status = 'pending' AND window_start IN ('2026-02-10Z', '2026-02-11Z')" | tail -n 1)" 2 \
+    "the old INSERT statement, twice, leaves one pending job per tenant and day"
+wait_for_drain 30
+assert_eq "$(events_off_by_a_cent)" 0 "the workers allocated those events too"
