@@ -71,5 +71,9 @@ install_extension() {
     log "building and installing pg_attribution (${1:-release})"
     local profile_flag=--release
     [ "${1:-release}" = debug ] && profile_flag=
-    (cd "$ROOT" && cargo pgrx install $profile_flag --pg-config "$PG_CONFIG" >/dev/null)
+    local out
+    if ! out=$(cd "$ROOT" && cargo pgrx install $profile_flag --pg-config "$PG_CONFIG" 2>&1); then
+        echo "$out" >&2
+        return 1
+    fi
 }

@@ -46,6 +46,9 @@ CREATE TABLE attribution_models (
     active        boolean NOT NULL DEFAULT true,
     description   text,
     created_at    timestamptz NOT NULL DEFAULT now(),
+    -- Set when the channel list changes: from then on, computing a window also removes
+    -- allocations for channels the model no longer gives.
+    channels_changed_at timestamptz,
     CONSTRAINT attribution_models_channels_shape CHECK (
         cardinality(channels) BETWEEN 1 AND 64
         AND cardinality(weights) = cardinality(channels)
@@ -54,6 +57,18 @@ CREATE TABLE attribution_models (
         AND 0 < ALL (weights)
     )
 );
+
+CREATE FUNCTION attribution_models_track_channels() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF NEW.channels IS DISTINCT FROM OLD.channels THEN
+        NEW.channels_changed_at := now();
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER attribution_models_track_channels
+    BEFORE UPDATE ON attribution_models
+    FOR EACH ROW EXECUTE FUNCTION attribution_models_track_channels();
 
 INSERT INTO attribution_models (model_version, channels, weights, description) VALUES
     ('1.0.0', ARRAY['google_search', 'direct', 'email'], ARRAY[1, 1, 1],

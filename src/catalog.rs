@@ -1,17 +1,88 @@
-//! Where the extension's tables live. SQL issued from Rust always names them with their
-//! schema, so a caller's search_path can neither break nor hijack it.
+//! Where the extension's tables live, and the backend's cache of prepared statements.
+//! SQL issued from Rust always names tables with their schema, so a caller's search_path
+//! can neither break nor hijack it; hot statements are planned once per backend.
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::PgOid;
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-thread_local! {
-    static SCHEMA: RefCell<Option<(pg_sys::Oid, String)>> = const { RefCell::new(None) };
+struct Cache {
+    extension: pg_sys::Oid,
+    schema: String,
+    statements: HashMap<&'static str, (Instant, Rc<OwnedPreparedStatement>)>,
 }
 
-/// The quoted name of the schema pg_attribution is installed in. Cached per backend and
-/// re-read when the extension is dropped and created again.
+/// How long a prepared statement is reused before it is planned again. Postgres
+/// re-plans a cached generic plan only after ANALYZE, so a plan made while the tables
+/// were empty (right after CREATE EXTENSION, say) would otherwise pick index paths that
+/// scan a whole tenant once the tables have grown. A fresh plan sees the tables' real
+/// size; planning every statement every few seconds costs next to nothing.
+const STATEMENT_LIFETIME: Duration = Duration::from_secs(2);
+
+thread_local! {
+    static CACHE: RefCell<Option<Cache>> = const { RefCell::new(None) };
+}
+
+/// The quoted name of the schema pg_attribution is installed in. Cached per backend;
+/// the cache (with every prepared statement) is dropped when the extension is dropped
+/// and created again.
 pub fn schema() -> String {
+    let ext_oid = extension_oid();
+    CACHE.with(|cache| {
+        if let Some(c) = cache.borrow().as_ref() {
+            if c.extension == ext_oid {
+                return c.schema.clone();
+            }
+        }
+        let schema: String = Spi::get_one_with_args(
+            "SELECT pg_catalog.quote_ident(n.nspname)
+               FROM pg_catalog.pg_extension e
+               JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+              WHERE e.oid = $1",
+            &[ext_oid.into()],
+        )
+        .expect("reading the extension's schema")
+        .expect("an installed extension has a schema");
+        *cache.borrow_mut() = Some(Cache { extension: ext_oid, schema: schema.clone(), statements: HashMap::new() });
+        schema
+    })
+}
+
+/// The statement `name`, prepared from `sql(schema)` with argument types `args` and
+/// reused by this backend for [`STATEMENT_LIFETIME`].
+pub fn statement(name: &'static str, args: &[PgOid], sql: impl FnOnce(&str) -> String) -> Rc<OwnedPreparedStatement> {
+    let schema = schema();
+    let cached = CACHE.with(|c| {
+        c.borrow()
+            .as_ref()
+            .and_then(|c| c.statements.get(name).filter(|(at, _)| at.elapsed() < STATEMENT_LIFETIME).map(|(_, s)| s.clone()))
+    });
+    if let Some(stmt) = cached {
+        return stmt;
+    }
+    let text = sql(&schema);
+    let stmt = Rc::new(Spi::connect(|client| {
+        client.prepare_mut(text.as_str(), args).unwrap_or_else(|e| panic!("preparing {name}: {e}")).keep()
+    }));
+    CACHE.with(|c| {
+        if let Some(c) = c.borrow_mut().as_mut() {
+            c.statements.insert(name, (Instant::now(), stmt.clone()));
+        }
+    });
+    stmt
+}
+
+/// Argument types for [`statement`].
+pub fn types(oids: &[pg_sys::BuiltinOid]) -> Vec<PgOid> {
+    oids.iter().map(|oid| PgOid::BuiltIn(*oid)).collect()
+}
+
+fn extension_oid() -> pg_sys::Oid {
     // SAFETY: get_extension_oid only reads the catalog; missing_ok avoids an ERROR path.
     let ext_oid = unsafe { pg_sys::get_extension_oid(c"pg_attribution".as_ptr(), true) };
     if ext_oid == pg_sys::InvalidOid {
@@ -23,22 +94,5 @@ pub fn schema() -> String {
         .set_hint("Run CREATE EXTENSION pg_attribution;")
         .report(PgLogLevel::ERROR);
     }
-    SCHEMA.with(|cache| {
-        if let Some((oid, name)) = cache.borrow().as_ref() {
-            if *oid == ext_oid {
-                return name.clone();
-            }
-        }
-        let name: String = Spi::get_one_with_args(
-            "SELECT pg_catalog.quote_ident(n.nspname)
-               FROM pg_catalog.pg_extension e
-               JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
-              WHERE e.oid = $1",
-            &[ext_oid.into()],
-        )
-        .expect("reading the extension's schema")
-        .expect("an installed extension has a schema");
-        *cache.borrow_mut() = Some((ext_oid, name.clone()));
-        name
-    })
+    ext_oid
 }

@@ -6,6 +6,7 @@ use crate::catalog;
 use crate::engine::window::Window;
 use crate::{gucs, worker};
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::BuiltinOid::*;
 use pgrx::prelude::*;
 
 /// One request to (re)compute a window for a tenant and model.
@@ -27,7 +28,6 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
     if requests.is_empty() {
         return Vec::new();
     }
-    let schema = catalog::schema();
     let mut tenants = Vec::with_capacity(requests.len());
     let mut starts = Vec::with_capacity(requests.len());
     let mut ends = Vec::with_capacity(requests.len());
@@ -40,7 +40,10 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
         models.push(r.model_version.clone());
         correlation_ids.push(r.correlation_id.clone());
     }
-    let sql = format!(
+    let stmt = catalog::statement(
+        "enqueue",
+        &catalog::types(&[UUIDARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID]),
+        |schema| format!(
         "INSERT INTO {schema}.attribution_recompute_jobs AS j
                 (tenant_id, window_start, window_end, model_version, last_correlation_id)
          SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[])
@@ -53,11 +56,11 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
                 last_correlation_id = excluded.last_correlation_id,
                 updated_at = now()
          RETURNING j.id"
-    );
+    ));
     let ids = Spi::connect_mut(|client| {
         let rows = client
             .update(
-                &sql,
+                &*stmt,
                 None,
                 &[tenants.into(), starts.into(), ends.into(), models.into(), correlation_ids.into()],
             )

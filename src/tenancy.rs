@@ -2,9 +2,12 @@
 //!
 //! A function that acts for a tenant refuses when the transaction already acts for a
 //! different one. When no context is set it sets one for the duration of the call, so that
-//! a role subject to RLS sees the tenant's rows, and clears it again afterwards.
+//! a role subject to RLS sees the tenant's rows, and clears it again afterwards. The
+//! setting is transaction-local, so an error that aborts the call also undoes it.
 
+use crate::catalog;
 use crate::errors::AttributionError;
+use pgrx::pg_sys::BuiltinOid::TEXTOID;
 use pgrx::prelude::*;
 
 #[must_use = "call leave() when the work for the tenant is done"]
@@ -14,9 +17,11 @@ pub struct TenantScope {
 
 pub fn enter(tenant_id: pgrx::Uuid) -> Result<TenantScope, AttributionError> {
     // Parsed by Postgres, exactly as the policies parse it.
-    let context: Option<pgrx::Uuid> =
-        Spi::get_one("SELECT NULLIF(pg_catalog.current_setting('attribution.tenant_id', true), '')::uuid")
-            .expect("reading attribution.tenant_id");
+    let stmt = catalog::statement("read_tenant_context", &[], |_| {
+        "SELECT NULLIF(pg_catalog.current_setting('attribution.tenant_id', true), '')::uuid".into()
+    });
+    let context: Option<pgrx::Uuid> = Spi::connect(|client| client.select(&*stmt, Some(1), &[])?.first().get_one())
+        .expect("reading attribution.tenant_id");
     match context {
         Some(current) if current == tenant_id => Ok(TenantScope { set_here: false }),
         Some(current) => Err(AttributionError::TenantMismatch {
@@ -40,9 +45,9 @@ impl TenantScope {
 
 /// Sets the tenant context for the rest of the current transaction (`None` clears it).
 pub fn set_context(tenant_id: Option<&str>) {
-    Spi::run_with_args(
-        "SELECT pg_catalog.set_config('attribution.tenant_id', $1, true)",
-        &[tenant_id.unwrap_or("").into()],
-    )
-    .expect("setting attribution.tenant_id");
+    let stmt = catalog::statement("set_tenant_context", &catalog::types(&[TEXTOID]), |_| {
+        "SELECT pg_catalog.set_config('attribution.tenant_id', $1, true)".into()
+    });
+    Spi::connect_mut(|client| client.update(&*stmt, None, &[tenant_id.unwrap_or("").into()]).map(|_| ()))
+        .expect("setting attribution.tenant_id");
 }

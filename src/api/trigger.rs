@@ -89,14 +89,12 @@ fn touched_buckets(trigger: &PgTrigger<'_>, width_seconds: i64) -> BTreeSet<(pgr
 }
 
 fn active_models() -> Vec<String> {
-    let schema = catalog::schema();
+    let stmt = catalog::statement("active_models", &[], |schema| {
+        format!("SELECT model_version FROM {schema}.attribution_models WHERE active ORDER BY 1")
+    });
     Spi::connect(|client| {
         client
-            .select(
-                &format!("SELECT model_version FROM {schema}.attribution_models WHERE active ORDER BY 1"),
-                None,
-                &[],
-            )
+            .select(&*stmt, None, &[])
             .expect("reading attribution_models")
             .map(|row| row.get::<String>(1).expect("model_version").expect("not null"))
             .collect()

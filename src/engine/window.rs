@@ -60,6 +60,27 @@ impl Window {
     }
 }
 
+/// Writers lock UTC days, not windows, so that overlapping windows of any alignment
+/// exclude each other while different days of one tenant run in parallel.
+pub const LOCK_GRANULE_SECONDS: i64 = 86_400;
+/// A window covering more days than this takes one exclusive lock for its tenant and
+/// model instead of a lock per day.
+pub const MAX_GRANULE_LOCKS: i64 = 64;
+
+impl Window {
+    /// The UTC day numbers (since the Unix epoch) this window touches, in ascending order
+    /// (the order locks must be taken in), or `None` when there are more than
+    /// [`MAX_GRANULE_LOCKS`].
+    pub fn lock_granules(&self) -> Option<std::ops::RangeInclusive<i64>> {
+        let first = Window::bucket_containing(self.start, LOCK_GRANULE_SECONDS);
+        let last = Window::bucket_containing(self.end - 1, LOCK_GRANULE_SECONDS);
+        let day = |w: Window| (i128::from(w.start) + i128::from(UNIX_TO_PG_EPOCH_US))
+            .div_euclid(i128::from(LOCK_GRANULE_SECONDS * MICROS_PER_SECOND)) as i64;
+        let (a, b) = (day(first), day(last));
+        (b - a < MAX_GRANULE_LOCKS).then_some(a..=b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +103,19 @@ mod tests {
         let hour_us = 3_600 * MICROS_PER_SECOND;
         let ts = 5 * hour_us + 17;
         assert_eq!(Window::bucket_containing(ts, 3_600), Window { start: 5 * hour_us, end: 6 * hour_us });
+    }
+
+    #[test]
+    fn lock_granules_are_the_utc_days_touched() {
+        let unix_day_2000 = 10_957; // 2000-01-01 is day 10957 since 1970-01-01
+        assert_eq!(Window { start: 0, end: DAY_US }.lock_granules(), Some(unix_day_2000..=unix_day_2000));
+        // An hour straddling midnight touches two days.
+        let w = Window { start: DAY_US - 1_800_000_000, end: DAY_US + 1_800_000_000 };
+        assert_eq!(w.lock_granules(), Some(unix_day_2000..=unix_day_2000 + 1));
+        // Half-open: ending exactly at midnight does not touch the next day.
+        assert_eq!(Window { start: 0, end: 2 * DAY_US }.lock_granules(), Some(unix_day_2000..=unix_day_2000 + 1));
+        assert_eq!(Window { start: 0, end: 64 * DAY_US }.lock_granules().map(|r| r.count()), Some(64));
+        assert_eq!(Window { start: 0, end: 65 * DAY_US }.lock_granules(), None);
     }
 
     #[test]

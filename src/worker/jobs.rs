@@ -8,8 +8,8 @@ use crate::compute::compute_window;
 use crate::engine::retry::backoff;
 use crate::engine::window::Window;
 use crate::gucs;
-use crate::tenancy;
 use pgrx::pg_sys::panic::CaughtError;
+use pgrx::pg_sys::BuiltinOid::*;
 use pgrx::prelude::*;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -35,45 +35,60 @@ struct Failure {
 /// is logged once when it appears, not at every poll.
 #[derive(Default)]
 pub struct WorkerState {
+    /// Why the worker currently refuses to run jobs, as last logged.
     refusal: Option<String>,
 }
 
-/// Checks that jobs may run here: the extension is installed and the worker's role does
-/// not bypass row-level security. Logs once when this changes.
-pub fn ready_to_run(state: &mut WorkerState) -> bool {
-    let refusal = in_transaction(|| {
-        // SAFETY: a catalog lookup with missing_ok.
-        let ext = unsafe { pg_sys::get_extension_oid(c"pg_attribution".as_ptr(), true) };
-        if ext == pg_sys::InvalidOid {
+/// Why jobs may not run here right now, if they may not: the extension is missing, or
+/// the worker's role is a superuser or has BYPASSRLS. Cheap (catalog caches), so it is
+/// checked before every claim. Must run inside a transaction.
+fn refusal() -> Option<String> {
+    // SAFETY: catalog lookups through the system caches, inside the caller's transaction.
+    unsafe {
+        if pg_sys::get_extension_oid(c"pg_attribution".as_ptr(), true) == pg_sys::InvalidOid {
             return Some("extension pg_attribution is not installed in this database; jobs wait".to_owned());
         }
-        let bypasses = Spi::get_one::<bool>(
-            "SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = current_user",
-        )
-        .expect("reading pg_roles")
-        .unwrap_or(true);
-        bypasses.then(|| {
-            format!(
+        if pg_sys::superuser() || pg_sys::has_bypassrls_privilege(pg_sys::GetUserId()) {
+            return Some(format!(
                 "role \"{}\" is a superuser or has BYPASSRLS; the worker refuses to run jobs as it. \
                  Set attribution.worker_role to a role subject to row-level security",
                 gucs::worker_role()
-            )
-        })
-    })
-    .unwrap_or_else(|f| Some(f.message));
-    if refusal != state.refusal {
-        match &refusal {
-            Some(reason) => ereport!(PgLogLevel::LOG, PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("pg_attribution worker is idle: {reason}")),
-            None => log!("pg_attribution worker is ready to run jobs"),
+            ));
         }
-        state.refusal = refusal.clone();
     }
-    refusal.is_none()
+    None
+}
+
+impl WorkerState {
+    /// Records the latest refusal and logs when it changes.
+    fn note(&mut self, refusal: Option<String>) {
+        if refusal != self.refusal {
+            match &refusal {
+                Some(reason) => ereport!(
+                    PgLogLevel::LOG,
+                    PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                    format!("pg_attribution worker is idle: {reason}")
+                ),
+                None => log!("pg_attribution worker is ready to run jobs"),
+            }
+            self.refusal = refusal;
+        }
+    }
+
+    pub fn refused(&self) -> bool {
+        self.refusal.is_some()
+    }
 }
 
 /// Claims and runs the next runnable job. Returns false when there was none.
-pub fn run_next() -> bool {
-    let claimed = in_transaction(claim).unwrap_or_else(|f| {
+pub fn run_next(state: &mut WorkerState) -> bool {
+    let claimed = in_transaction(AssertUnwindSafe(|| {
+        let refusal = refusal();
+        let refused = refusal.is_some();
+        state.note(refusal);
+        if refused { None } else { claim() }
+    }))
+    .unwrap_or_else(|f| {
         warning!("pg_attribution worker could not claim a job: {}", f.message);
         None
     });
@@ -102,25 +117,26 @@ pub fn run_next() -> bool {
 }
 
 fn claim() -> Option<Job> {
-    let schema = catalog::schema();
     // The claim commits on its own: a run that crashes the worker has then already
     // counted as an attempt, so a job that always crashes ends in the dead-letter table.
-    let sql = format!(
-        "UPDATE {schema}.attribution_recompute_jobs j
-            SET status = 'running', attempts = j.attempts + 1, run_count = j.run_count + 1,
-                rerun_requested = false, started_at = now(), finished_at = NULL,
-                worker_pid = pg_backend_pid(), updated_at = now()
-          WHERE (j.tenant_id, j.id) IN (
-                SELECT tenant_id, id FROM {schema}.attribution_recompute_jobs
-                 WHERE status = 'pending' AND run_after <= now()
-                 ORDER BY run_after
-                 LIMIT 1
-                   FOR UPDATE SKIP LOCKED)
-      RETURNING j.id, j.tenant_id, j.window_start, j.window_end, j.model_version,
-                j.last_correlation_id, j.attempts, j.inject_failure"
-    );
+    let stmt = catalog::statement("claim_job", &[], |schema| {
+        format!(
+            "UPDATE {schema}.attribution_recompute_jobs j
+                SET status = 'running', attempts = j.attempts + 1, run_count = j.run_count + 1,
+                    rerun_requested = false, started_at = clock_timestamp(), finished_at = NULL,
+                    worker_pid = pg_backend_pid(), updated_at = now()
+              WHERE (j.tenant_id, j.id) IN (
+                    SELECT tenant_id, id FROM {schema}.attribution_recompute_jobs
+                     WHERE status = 'pending' AND run_after <= now()
+                     ORDER BY run_after
+                     LIMIT 1
+                       FOR UPDATE SKIP LOCKED)
+          RETURNING j.id, j.tenant_id, j.window_start, j.window_end, j.model_version,
+                    j.last_correlation_id, j.attempts, j.inject_failure"
+        )
+    });
     Spi::connect_mut(|client| {
-        let rows = client.update(&sql, Some(1), &[]).expect("claiming a job");
+        let rows = client.update(&*stmt, Some(1), &[]).expect("claiming a job");
         rows.into_iter().next().map(|row| {
             let start: TimestampWithTimeZone = row.get(3).unwrap().unwrap();
             let end: TimestampWithTimeZone = row.get(4).unwrap().unwrap();
@@ -141,31 +157,35 @@ fn claim() -> Option<Job> {
 /// mark it done, all in the caller's transaction so the allocations and the job's
 /// status commit together.
 fn run(job: &Job) -> (i64, i64) {
-    tenancy::set_context(Some(&job.tenant_id.to_string()));
-    Spi::run_with_args(
-        "SELECT pg_catalog.set_config('attribution.correlation_id', $1, true)",
-        &[job.correlation_id.as_str().into()],
-    )
-    .expect("setting attribution.correlation_id");
+    let context = catalog::statement("set_job_context", &catalog::types(&[TEXTOID, TEXTOID]), |_| {
+        "SELECT pg_catalog.set_config('attribution.tenant_id', $1, true),
+                pg_catalog.set_config('attribution.correlation_id', $2, true)"
+            .into()
+    });
+    Spi::connect_mut(|client| {
+        client
+            .update(&*context, None, &[job.tenant_id.to_string().into(), job.correlation_id.as_str().into()])
+            .map(|_| ())
+    })
+    .expect("setting the job's tenant context and correlation id");
     inject_failure(job);
 
     let result = compute_window(job.tenant_id, job.window, &job.model_version, &job.correlation_id)
         .unwrap_or_else(|e| e.report());
 
-    let schema = catalog::schema();
     // A request that arrived during the run set rerun_requested: run once more.
-    Spi::run_with_args(
-        &format!(
+    let finish = catalog::statement("finish_job", &catalog::types(&[UUIDOID, UUIDOID]), |schema| {
+        format!(
             "UPDATE {schema}.attribution_recompute_jobs
                 SET status = CASE WHEN rerun_requested THEN 'pending' ELSE 'succeeded' END,
                     run_after = now(), rerun_requested = false, attempts = 0,
                     finished_at = clock_timestamp(), worker_pid = NULL, last_error = NULL,
                     last_sqlstate = NULL, updated_at = now()
               WHERE tenant_id = $1 AND id = $2"
-        ),
-        &[job.tenant_id.into(), job.id.into()],
-    )
-    .expect("marking the job done");
+        )
+    });
+    Spi::connect_mut(|client| client.update(&*finish, None, &[job.tenant_id.into(), job.id.into()]).map(|_| ()))
+        .expect("marking the job done");
     result
 }
 
@@ -251,9 +271,10 @@ fn record_failure(job: &Job, failure: &Failure, delay: Duration) {
 pub fn recover_orphans() {
     let result = in_transaction(|| {
         let schema = catalog::schema();
-        let orphans: Vec<Job> = Spi::connect(|client| {
+        // FOR UPDATE needs a read-write SPI call, hence update().
+        let orphans: Vec<Job> = Spi::connect_mut(|client| {
             client
-                .select(
+                .update(
                     &format!(
                         "SELECT id, tenant_id, window_start, window_end, model_version,
                                 last_correlation_id, attempts
@@ -321,13 +342,15 @@ pub fn prune_finished() {
 /// Time until the earliest pending job scheduled in the future (a retry) becomes due.
 pub fn until_next_due() -> Option<Duration> {
     in_transaction(|| {
-        let schema = catalog::schema();
-        Spi::get_one::<f64>(&format!(
-            "SELECT extract(epoch FROM min(run_after) - now())::float8
-               FROM {schema}.attribution_recompute_jobs
-              WHERE status = 'pending' AND run_after > now()"
-        ))
-        .expect("reading the next retry time")
+        let stmt = catalog::statement("next_due", &[], |schema| {
+            format!(
+                "SELECT extract(epoch FROM min(run_after) - now())::float8
+                   FROM {schema}.attribution_recompute_jobs
+                  WHERE status = 'pending' AND run_after > now()"
+            )
+        });
+        Spi::connect(|client| client.select(&*stmt, Some(1), &[])?.first().get_one::<f64>())
+            .expect("reading the next retry time")
     })
     .ok()
     .flatten()

@@ -22,6 +22,7 @@ const RESTART_DELAY: Duration = Duration::from_secs(2);
 /// How often a worker looks for jobs orphaned by a crash and prunes finished jobs.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
 
+
 /// Registers the static workers. Only possible while shared_preload_libraries is loaded.
 pub fn register() {
     for slot in 0..gucs::workers() {
@@ -68,21 +69,16 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         pgrx::check_for_interrupts!();
-        if !jobs::ready_to_run(&mut state) {
-            if !BackgroundWorker::wait_latch(Some(gucs::poll_interval())) {
-                break;
-            }
-            continue;
+        // Drain what is runnable now, then sleep until the next retry is due, a commit
+        // wakes us, or the poll interval passes.
+        while jobs::run_next(&mut state) {
+            pgrx::check_for_interrupts!();
         }
-        if last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_INTERVAL) {
+        // Housekeeping only once run_next has confirmed that jobs may run here.
+        if !state.refused() && last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_INTERVAL) {
             jobs::recover_orphans();
             jobs::prune_finished();
             last_maintenance = Some(Instant::now());
-        }
-        // Drain what is runnable now, then sleep until the next retry is due, a commit
-        // wakes us, or the poll interval passes.
-        while jobs::run_next() {
-            pgrx::check_for_interrupts!();
         }
         let sleep = jobs::until_next_due().map_or(gucs::poll_interval(), |d| d.min(gucs::poll_interval()));
         if !BackgroundWorker::wait_latch(Some(sleep)) {

@@ -22,6 +22,10 @@ for t in "${tests[@]}"; do
         failed=$((failed + 1))
         echo "--- last server log lines ---" >&2
         tail -n 30 "$E2E_DATA/server.log" >&2 || true
+    elif tail -n +"$((log_start + 1))" "$E2E_DATA/server.log" | grep "pg_attribution worker could not"; then
+        # The worker survives its own housekeeping errors, so they would pass unnoticed.
+        echo "FAIL: $t: the workers logged errors (above)" >&2
+        failed=$((failed + 1))
     fi
 done
 [ $failed -eq 0 ] || { echo "$failed end-to-end test(s) failed" >&2; exit 1; }

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Worker benchmarks on a throwaway cluster (release build, fsync and synchronous_commit
+# on, default worker settings): insert-commit -> allocations-visible latency with idle
+# workers, queue drain rate for one-event windows, and worker memory over many jobs.
+# Sizes: LATENCY_SAMPLES, DRAIN_JOBS, MEMORY_JOBS (environment).
+set -euo pipefail
+. "$(dirname "$0")/../scripts/lib.sh"
+
+DATA="$ROOT/target/bench/data"
+PORT=${BENCH_PORT:-54335}
+LATENCY_SAMPLES=${LATENCY_SAMPLES:-500}
+DRAIN_JOBS=${DRAIN_JOBS:-10000}
+MEMORY_JOBS=${MEMORY_JOBS:-100000}
+
+"$ROOT/scripts/setup.sh"
+install_extension release
+cluster_start "$DATA" "$PORT" "attribution.database = 'attribution_bench'" "shared_buffers = '512MB'"
+trap 'cluster_stop "$DATA"' EXIT
+q() { cluster_psql "$DATA" "$PORT" -d attribution_bench -tA "$@"; }
+cluster_psql "$DATA" "$PORT" -d postgres -c "CREATE DATABASE attribution_bench"
+q -c "CREATE EXTENSION pg_attribution" -c "INSERT INTO attribution_tenants VALUES ('aaaaaaaa-0000-4000-8000-000000000001', 'bench')" >/dev/null
+until [ "$(q -c "SELECT workers FROM attribution_queue_health")" = 2 ]; do sleep 0.2; done
+
+workers_private_kb() {
+    local total=0
+    for pid in $(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_attribution worker'"); do
+        # Private memory only: VmRSS would also count shared buffers as a worker touches them.
+        total=$((total + $(awk '/^RssAnon/ {print $2}' "/proc/$pid/status")))
+    done
+    echo $total
+}
+
+# Drains one-event windows: the events commit in one transaction, so the jobs become
+# visible (and the workers are woken) at once. The drain time runs from that commit to
+# the last job's finished_at, both read from the server's clock; the client polls only
+# twice a second so that it does not take CPU from the workers.
+drain() {  # $1 = jobs, $2 = first day offset; prints the drain time in seconds
+    local committed
+    committed=$(q -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+                      SELECT gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001',
+                             timestamptz '2000-01-01 12:00Z' + ($2 + g) * interval '1 day', g
+                        FROM generate_series(1, $1) g" \
+                  -c "SELECT clock_timestamp()")
+    until [ "$(q -c "SELECT pending + running FROM attribution_queue_health")" = 0 ]; do sleep 0.5; done
+    q -c "SELECT extract(epoch FROM max(finished_at) - '$committed'::timestamptz)
+            FROM attribution_recompute_jobs WHERE window_start >= timestamptz '2000-01-01Z' + $2 * interval '1 day'"
+}
+
+log "latency: insert -> allocations committed, idle workers, $LATENCY_SAMPLES samples"
+# Each sample inserts one event into a new day and commits; the clock starts before the
+# INSERT and stops at the job's finished_at (clock_timestamp() in the worker's
+# transaction right before its commit, so the worker's final WAL flush is not counted).
+# The client then sleeps, so it does not compete with the workers for the two cores.
+latency=$(q <<SQL
+CREATE TEMP TABLE lat (ms float8);
+DO \$\$
+DECLARE t0 timestamptz; day timestamptz; done timestamptz;
+BEGIN
+  FOR i IN 1..$LATENCY_SAMPLES LOOP
+    day := timestamptz '1990-01-01Z' + i * interval '1 day';
+    t0 := clock_timestamp();
+    INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+    VALUES (gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', day + interval '1 hour', 100);
+    COMMIT;
+    PERFORM pg_sleep(0.02);
+    SELECT finished_at INTO done FROM attribution_recompute_jobs
+     WHERE window_start = day AND status = 'succeeded';
+    IF done IS NULL THEN RAISE EXCEPTION 'sample % not computed within 20 ms', i; END IF;
+    INSERT INTO lat VALUES (extract(epoch FROM done - t0) * 1000);
+    COMMIT;
+  END LOOP;
+END \$\$;
+SELECT format('p50 %s ms, p99 %s ms, max %s ms',
+              round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+              round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+              round(max(ms)::numeric, 2)) FROM lat;
+SQL
+)
+echo "  $latency"
+
+log "drain: $DRAIN_JOBS one-event windows, default settings (2 workers)"
+secs=$(drain "$DRAIN_JOBS" 0)
+echo "  $(awk -v n="$DRAIN_JOBS" -v t="$secs" 'BEGIN { printf "%.0f jobs/s (%d jobs in %.2f s)", n / t, n, t }')"
+
+log "worker memory over $MEMORY_JOBS jobs"
+rss0=$(workers_private_kb)
+secs=$(drain "$MEMORY_JOBS" 20000)
+rss1=$(workers_private_kb)
+echo "  workers' private memory (RssAnon, both workers): $((rss0 / 1024)) MB before, $((rss1 / 1024)) MB after, growth $(((rss1 - rss0) / 1024)) MB over $MEMORY_JOBS jobs"
+echo "  $(awk -v n="$MEMORY_JOBS" -v t="$secs" 'BEGIN { printf "drain rate on this run: %.0f jobs/s", n / t }')"
+
+bad=$(q -c "SELECT count(*) FROM attribution_events e WHERE e.revenue_cents IS DISTINCT FROM
+              (SELECT sum(allocated_revenue_cents) FROM attribution_allocations a WHERE a.event_id = e.id)")
+echo "  events whose allocations do not sum to their revenue: $bad"
+[ "$bad" = 0 ]
