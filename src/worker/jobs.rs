@@ -25,6 +25,27 @@ struct Job {
     inject_failure: Option<String>,
 }
 
+impl Job {
+    /// From a row of (id, tenant_id, window_start, window_end, model_version,
+    /// last_correlation_id, attempts, inject_failure); all but the last are NOT NULL.
+    fn from_row(row: &pgrx::spi::SpiHeapTupleData<'_>) -> Job {
+        fn column<T: IntoDatum + FromDatum>(row: &pgrx::spi::SpiHeapTupleData<'_>, n: usize) -> T {
+            row.get(n).ok().flatten().unwrap_or_else(|| panic!("job row column {n} is missing"))
+        }
+        let start: TimestampWithTimeZone = column(row, 3);
+        let end: TimestampWithTimeZone = column(row, 4);
+        Job {
+            id: column(row, 1),
+            tenant_id: column(row, 2),
+            window: Window { start: start.into(), end: end.into() },
+            model_version: column(row, 5),
+            correlation_id: column(row, 6),
+            attempts: column(row, 7),
+            inject_failure: row.get(8).ok().flatten(),
+        }
+    }
+}
+
 /// Why a job run failed.
 struct Failure {
     sqlstate: Option<String>,
@@ -137,19 +158,7 @@ fn claim() -> Option<Job> {
     });
     Spi::connect_mut(|client| {
         let rows = client.update(&*stmt, Some(1), &[]).expect("claiming a job");
-        rows.into_iter().next().map(|row| {
-            let start: TimestampWithTimeZone = row.get(3).unwrap().unwrap();
-            let end: TimestampWithTimeZone = row.get(4).unwrap().unwrap();
-            Job {
-                id: row.get(1).unwrap().unwrap(),
-                tenant_id: row.get(2).unwrap().unwrap(),
-                window: Window { start: start.into(), end: end.into() },
-                model_version: row.get(5).unwrap().unwrap(),
-                correlation_id: row.get(6).unwrap().unwrap(),
-                attempts: row.get(7).unwrap().unwrap(),
-                inject_failure: row.get(8).unwrap(),
-            }
-        })
+        rows.into_iter().next().map(|row| Job::from_row(&row))
     })
 }
 
@@ -277,7 +286,7 @@ pub fn recover_orphans() {
                 .update(
                     &format!(
                         "SELECT id, tenant_id, window_start, window_end, model_version,
-                                last_correlation_id, attempts
+                                last_correlation_id, attempts, inject_failure
                            FROM {schema}.attribution_recompute_jobs
                           WHERE status = 'running'
                             AND (started_at < pg_postmaster_start_time()
@@ -290,19 +299,7 @@ pub fn recover_orphans() {
                     &[BACKEND_TYPE.into()],
                 )
                 .expect("finding orphaned jobs")
-                .map(|row| {
-                    let start: TimestampWithTimeZone = row.get(3).unwrap().unwrap();
-                    let end: TimestampWithTimeZone = row.get(4).unwrap().unwrap();
-                    Job {
-                        id: row.get(1).unwrap().unwrap(),
-                        tenant_id: row.get(2).unwrap().unwrap(),
-                        window: Window { start: start.into(), end: end.into() },
-                        model_version: row.get(5).unwrap().unwrap(),
-                        correlation_id: row.get(6).unwrap().unwrap(),
-                        attempts: row.get(7).unwrap().unwrap(),
-                        inject_failure: None,
-                    }
-                })
+                .map(|row| Job::from_row(&row))
                 .collect()
         });
         for job in &orphans {
