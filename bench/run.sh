@@ -90,6 +90,7 @@ echo "  workers' private memory (RssAnon, both workers): $((rss0 / 1024)) MB bef
 echo "  $(awk -v n="$MEMORY_JOBS" -v t="$secs" 'BEGIN { printf "drain rate on this run: %.0f jobs/s", n / t }')"
 
 bad=$(q -c "SELECT count(*) FROM attribution_events e WHERE e.revenue_cents IS DISTINCT FROM
-              (SELECT sum(allocated_revenue_cents) FROM attribution_allocations a WHERE a.event_id = e.id)")
+              (SELECT sum(allocated_revenue_cents) FROM attribution_allocations a
+               WHERE a.tenant_id = e.tenant_id AND a.event_id = e.id)")
 echo "  events whose allocations do not sum to their revenue: $bad"
 [ "$bad" = 0 ]
