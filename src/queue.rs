@@ -68,7 +68,7 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
         rows.map(|row| row.get::<pgrx::Uuid>(1).expect("job id").expect("job id is not null"))
             .collect()
     });
-    worker::wake::on_commit();
+    worker::wake::on_commit(requests.len());
     warn_once_if_nothing_drains();
     ids
 }

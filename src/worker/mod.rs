@@ -70,18 +70,24 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
         }
         pgrx::check_for_interrupts!();
         // Drain what is runnable now, then sleep until the next retry is due, a commit
-        // wakes us, or the poll interval passes.
+        // wakes us, or the poll interval passes. Housekeeping also runs while the queue
+        // never empties.
         while jobs::run_next(&mut state) {
             pgrx::check_for_interrupts!();
+            maintain(&state, &mut last_maintenance);
         }
-        // Housekeeping only once run_next has confirmed that jobs may run here.
-        if !state.refused() && last_maintenance.is_none_or(|t| t.elapsed() >= MAINTENANCE_INTERVAL) {
-            jobs::recover_orphans();
-            jobs::prune_finished();
-            last_maintenance = Some(Instant::now());
+        // Announce idleness, then look once more: a commit that saw this worker busy
+        // woke nobody, and its job must not wait for the poll interval.
+        wake::set_idle(slot, true);
+        if jobs::run_next(&mut state) {
+            wake::set_idle(slot, false);
+            continue;
         }
+        maintain(&state, &mut last_maintenance);
         let sleep = jobs::until_next_due().map_or(gucs::poll_interval(), |d| d.min(gucs::poll_interval()));
-        if !BackgroundWorker::wait_latch(Some(sleep)) {
+        let alive = BackgroundWorker::wait_latch(Some(sleep));
+        wake::set_idle(slot, false);
+        if !alive {
             break;
         }
     }
@@ -89,4 +95,14 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
     // the worker for good.
     wake::withdraw(slot);
     unsafe { pg_sys::proc_exit(1) };
+}
+
+/// Every MAINTENANCE_INTERVAL: recover jobs orphaned by a crash and prune finished ones.
+/// Only once run_next has confirmed that jobs may run here.
+fn maintain(state: &jobs::WorkerState, last: &mut Option<Instant>) {
+    if !state.refused() && last.is_none_or(|t| t.elapsed() >= MAINTENANCE_INTERVAL) {
+        jobs::recover_orphans();
+        jobs::prune_finished();
+        *last = Some(Instant::now());
+    }
 }
