@@ -48,3 +48,18 @@ assert_eq "$(sql -c "SELECT last_correlation_id || '/' || (SELECT redriven_at IS
     "req-fail-02/true" "a re-driven job keeps its correlation id and succeeds"
 assert_eq "$(events_off_by_a_cent)" 0 "allocations sum to revenue"
 assert_eq "$(sql -c "SELECT dead_letters FROM attribution_queue_health")" 0 "re-driven dead letters no longer count"
+
+# attribution.job_timeout cancels a run that takes too long; it counts as a failed
+# attempt with SQLSTATE 57014 and is retried. The job is held up on the lock its
+# compute needs, taken by another session.
+reload_with "attribution.failure_injection = off" "attribution.job_timeout = '300ms'" "attribution.max_attempts = 1"
+lock_key="pg_attribution/aaaaaaaa-0000-4000-8000-000000000001/1.0.0"
+( sql -c "SELECT pg_advisory_lock(hashtextextended('$lock_key', 0))" -c "SELECT pg_sleep(3)" >/dev/null 2>&1 || true ) &
+holder=$!
+sleep 0.3
+sql -c "SET attribution.correlation_id = 'req-slow'" \
+    -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents) VALUES (gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', '2026-02-20 12:00Z', 1)" >/dev/null
+wait_for 10 "SELECT status = 'failed' FROM attribution_recompute_jobs WHERE window_start = '2026-02-20Z'"
+assert_eq "$(sql -c "SELECT sqlstate || '/' || correlation_id FROM worker_failed_jobs WHERE correlation_id = 'req-slow'")" "57014/req-slow" \
+    "a run longer than attribution.job_timeout is cancelled and recorded with SQLSTATE 57014"
+wait "$holder" || true

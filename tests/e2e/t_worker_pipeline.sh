@@ -72,3 +72,11 @@ grep -q 'terminating background worker "pg_attribution worker' "$E2E_DATA/server
 sql -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents) VALUES (gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', '2026-06-01', 9)" >/dev/null
 wait_for_drain 10
 echo "  ok: terminated workers are restarted and keep draining"
+
+# Succeeded jobs older than attribution.finished_job_retention are pruned.
+reload_with "attribution.finished_job_retention = '1s'"
+sleep 1.5
+admin -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'pg_attribution worker'" >/dev/null
+wait_for_workers 2   # a restarted worker does its housekeeping first thing
+wait_for 20 "SELECT count(*) = 0 FROM attribution_recompute_jobs WHERE status = 'succeeded'"
+echo "  ok: finished jobs are pruned after attribution.finished_job_retention"
