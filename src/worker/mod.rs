@@ -1,9 +1,10 @@
 //! The background workers that drain `attribution_recompute_jobs` inside the database.
 //!
 //! Each worker connects to `attribution.database` as `attribution.worker_role` (a role
-//! subject to RLS), then loops: claim one runnable job (`FOR UPDATE SKIP LOCKED`), run it
-//! in its own transaction under the job's tenant context, record the outcome, and sleep on
-//! its latch when the queue is empty. Commits that enqueue jobs set that latch.
+//! subject to RLS), then loops: claim a runnable job (`FOR UPDATE SKIP LOCKED`), run it in
+//! one transaction under the job's tenant context (claiming the next job in that same
+//! transaction), record the outcome, and sleep on its latch when the queue is empty.
+//! Commits that enqueue jobs set the latches of idle workers.
 
 mod jobs;
 pub mod wake;
@@ -21,7 +22,6 @@ const RESTART_DELAY: Duration = Duration::from_secs(2);
 
 /// How often a worker looks for jobs orphaned by a crash and prunes finished jobs.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(10);
-
 
 /// Registers the static workers. Only possible while shared_preload_libraries is loaded.
 pub fn register() {
