@@ -58,6 +58,19 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
     let database = gucs::database();
     let role = gucs::worker_role();
     BackgroundWorker::connect_worker_to_spi(Some(&database), Some(&role));
+    // The worker runs the same few statements thousands of times a second with different
+    // parameters. Left to choose, the plan cache keeps making custom plans for some of
+    // them (planning each run, RLS policies included); the generic plan is always fine
+    // here, and catalog::statement re-plans it every few seconds as the tables grow.
+    // SAFETY: setting a GUC for this process's session.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"plan_cache_mode".as_ptr(),
+            c"force_generic_plan".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        )
+    };
     wake::publish(slot);
     log!("pg_attribution worker {slot} started in database \"{database}\" as role \"{role}\"");
 
