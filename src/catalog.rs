@@ -48,19 +48,24 @@ pub fn schema() -> String {
         )
         .expect("reading the extension's schema")
         .expect("an installed extension has a schema");
-        *cache.borrow_mut() = Some(Cache { extension: ext_oid, schema: schema.clone(), statements: HashMap::new() });
+        *cache.borrow_mut() =
+            Some(Cache { extension: ext_oid, schema: schema.clone(), statements: HashMap::new() });
         schema
     })
 }
 
 /// The statement `name`, prepared from `sql(schema)` with argument types `args` and
 /// reused by this backend for [`STATEMENT_LIFETIME`].
-pub fn statement(name: &'static str, args: &[PgOid], sql: impl FnOnce(&str) -> String) -> Rc<OwnedPreparedStatement> {
+pub fn statement(
+    name: &'static str,
+    args: &[PgOid],
+    sql: impl FnOnce(&str) -> String,
+) -> Rc<OwnedPreparedStatement> {
     let schema = schema();
     let cached = CACHE.with(|c| {
-        c.borrow()
-            .as_ref()
-            .and_then(|c| c.statements.get(name).filter(|(at, _)| at.elapsed() < STATEMENT_LIFETIME).map(|(_, s)| s.clone()))
+        c.borrow().as_ref().and_then(|c| {
+            c.statements.get(name).filter(|(at, _)| at.elapsed() < STATEMENT_LIFETIME).map(|(_, s)| s.clone())
+        })
     });
     if let Some(stmt) = cached {
         return stmt;

@@ -24,9 +24,19 @@ pub fn compute_window(
     // events go with them through the foreign key.
     let stmt = catalog::statement(
         "compute_window",
-        &catalog::types(&[UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, TEXTARRAYOID, INT4ARRAYOID, TEXTOID, BOOLOID]),
-        |schema| format!(
-        "WITH model AS MATERIALIZED (
+        &catalog::types(&[
+            UUIDOID,
+            TIMESTAMPTZOID,
+            TIMESTAMPTZOID,
+            TEXTOID,
+            TEXTARRAYOID,
+            INT4ARRAYOID,
+            TEXTOID,
+            BOOLOID,
+        ]),
+        |schema| {
+            format!(
+                "WITH model AS MATERIALIZED (
              SELECT $5::text[] AS channels, $6::int[] AS weights,
                     ARRAY(SELECT round(u.w::numeric / (SELECT sum(x) FROM unnest($6::int[]) x), 10)
                             FROM unnest($6::int[]) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord) AS ratios
@@ -69,7 +79,9 @@ pub fn compute_window(
          SELECT (SELECT count(*) FROM {schema}.attribution_events e
                   WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3),
                 (SELECT count(*) FROM upserted) + (SELECT count(*) FROM removed)"
-    ));
+            )
+        },
+    );
     let (events, written) = Spi::connect_mut(|client| {
         let row = client
             .update(
@@ -108,13 +120,17 @@ fn lock_window(tenant_id: pgrx::Uuid, model_version: &str, window: Window) {
         Some(days) => (*days.start(), *days.end(), true),
         None => (0, -1, false),
     };
-    let stmt = catalog::statement("lock_window", &catalog::types(&[TEXTOID, INT8OID, INT8OID, BOOLOID]), |_| {
-        "SELECT CASE WHEN $4 THEN pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtextextended($1, 0))
+    let stmt = catalog::statement(
+        "lock_window",
+        &catalog::types(&[TEXTOID, INT8OID, INT8OID, BOOLOID]),
+        |_| {
+            "SELECT CASE WHEN $4 THEN pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtextextended($1, 0))
                      ELSE pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)) END,
                 (SELECT count(pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1 || '/' || day, 0)))
                    FROM generate_series($2, $3) AS day)"
             .into()
-    });
+        },
+    );
     Spi::connect_mut(|client| {
         client
             .update(&*stmt, None, &[key.into(), first_day.into(), last_day.into(), per_day.into()])
@@ -141,7 +157,10 @@ pub fn load_model(model_version: &str) -> Result<Model, AttributionError> {
         )
     });
     let row = Spi::connect(|client| {
-        client.select(&*stmt, Some(1), &[model_version.into()])?.first().get_three::<Vec<String>, Vec<i32>, bool>()
+        client
+            .select(&*stmt, Some(1), &[model_version.into()])?
+            .first()
+            .get_three::<Vec<String>, Vec<i32>, bool>()
     });
     match row {
         Ok((Some(channels), Some(weights), Some(channels_ever_changed))) => {

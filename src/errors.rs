@@ -56,12 +56,14 @@ impl AttributionError {
                 Some("Split the range into shorter windows, or raise attribution.max_window.")
             }
             Self::Window(WindowError::NotFinite) => Some("Use finite timestamps, not 'infinity'."),
-            Self::CorrelationId(_) => {
-                Some("Correlation ids are 1 to 128 visible ASCII characters (no spaces or control characters).")
-            }
+            Self::CorrelationId(_) => Some(
+                "Correlation ids are 1 to 128 visible ASCII characters (no spaces or control characters).",
+            ),
             Self::UnknownTenant(_) => Some("Register the tenant in attribution_tenants first."),
             Self::UnknownModel(_) => Some("See attribution_models for the registered model versions."),
-            Self::UnknownFailedJob(_) => Some("See worker_failed_jobs; set attribution.tenant_id to the job's tenant."),
+            Self::UnknownFailedJob(_) => {
+                Some("See worker_failed_jobs; set attribution.tenant_id to the job's tenant.")
+            }
             Self::TenantMismatch { .. } => {
                 Some("Set attribution.tenant_id to the tenant you act for, or leave it unset.")
             }

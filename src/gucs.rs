@@ -49,7 +49,6 @@ pub fn init() {
     );
 }
 
-
 /// The caller's correlation id setting, `None` when unset or empty. Not yet validated.
 pub fn correlation_id() -> Option<String> {
     non_empty(&CORRELATION_ID)
@@ -64,10 +63,7 @@ pub fn max_window_seconds() -> i64 {
 }
 
 fn non_empty(setting: &GucSetting<Option<CString>>) -> Option<String> {
-    setting
-        .get()
-        .map(|v| v.to_string_lossy().into_owned())
-        .filter(|v| !v.is_empty())
+    setting.get().map(|v| v.to_string_lossy().into_owned()).filter(|v| !v.is_empty())
 }
 
 // Background worker settings. The first three are read at server start.

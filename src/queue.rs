@@ -42,9 +42,16 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
     }
     let stmt = catalog::statement(
         "enqueue",
-        &catalog::types(&[UUIDARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID]),
-        |schema| format!(
-        "INSERT INTO {schema}.attribution_recompute_jobs AS j
+        &catalog::types(&[
+            UUIDARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            TEXTARRAYOID,
+            TEXTARRAYOID,
+        ]),
+        |schema| {
+            format!(
+                "INSERT INTO {schema}.attribution_recompute_jobs AS j
                 (tenant_id, window_start, window_end, model_version, last_correlation_id)
          SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[])
          ON CONFLICT (tenant_id, window_start, window_end, model_version) DO UPDATE SET
@@ -56,7 +63,9 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
                 last_correlation_id = excluded.last_correlation_id,
                 updated_at = now()
          RETURNING j.id"
-    ));
+            )
+        },
+    );
     let ids = Spi::connect_mut(|client| {
         let rows = client
             .update(
@@ -65,8 +74,7 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
                 &[tenants.into(), starts.into(), ends.into(), models.into(), correlation_ids.into()],
             )
             .expect("enqueueing recompute jobs");
-        rows.map(|row| row.get::<pgrx::Uuid>(1).expect("job id").expect("job id is not null"))
-            .collect()
+        rows.map(|row| row.get::<pgrx::Uuid>(1).expect("job id").expect("job id is not null")).collect()
     });
     worker::wake::on_commit(requests.len());
     warn_once_if_nothing_drains();
@@ -93,8 +101,9 @@ fn warn_once_if_nothing_drains() {
             (!name.is_null()).then(|| std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned())
         };
         let served = gucs::database();
-        (current.as_deref() != Some(served.as_str()))
-            .then(|| format!("the background workers serve database \"{served}\" (attribution.database), not this one"))
+        (current.as_deref() != Some(served.as_str())).then(|| {
+            format!("the background workers serve database \"{served}\" (attribution.database), not this one")
+        })
     };
     if let Some(reason) = reason {
         ErrorReport::new(

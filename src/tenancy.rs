@@ -20,8 +20,9 @@ pub fn enter(tenant_id: pgrx::Uuid) -> Result<TenantScope, AttributionError> {
     let stmt = catalog::statement("read_tenant_context", &[], |_| {
         "SELECT NULLIF(pg_catalog.current_setting('attribution.tenant_id', true), '')::uuid".into()
     });
-    let context: Option<pgrx::Uuid> = Spi::connect(|client| client.select(&*stmt, Some(1), &[])?.first().get_one())
-        .expect("reading attribution.tenant_id");
+    let context: Option<pgrx::Uuid> =
+        Spi::connect(|client| client.select(&*stmt, Some(1), &[])?.first().get_one())
+            .expect("reading attribution.tenant_id");
     match context {
         Some(current) if current == tenant_id => Ok(TenantScope { set_here: false }),
         Some(current) => Err(AttributionError::TenantMismatch {

@@ -74,8 +74,10 @@ impl Window {
     pub fn lock_granules(&self) -> Option<std::ops::RangeInclusive<i64>> {
         let first = Window::bucket_containing(self.start, LOCK_GRANULE_SECONDS);
         let last = Window::bucket_containing(self.end - 1, LOCK_GRANULE_SECONDS);
-        let day = |w: Window| (i128::from(w.start) + i128::from(UNIX_TO_PG_EPOCH_US))
-            .div_euclid(i128::from(LOCK_GRANULE_SECONDS * MICROS_PER_SECOND)) as i64;
+        let day = |w: Window| {
+            (i128::from(w.start) + i128::from(UNIX_TO_PG_EPOCH_US))
+                .div_euclid(i128::from(LOCK_GRANULE_SECONDS * MICROS_PER_SECOND)) as i64
+        };
         let (a, b) = (day(first), day(last));
         (b - a < MAX_GRANULE_LOCKS).then_some(a..=b)
     }
@@ -113,7 +115,10 @@ mod tests {
         let w = Window { start: DAY_US - 1_800_000_000, end: DAY_US + 1_800_000_000 };
         assert_eq!(w.lock_granules(), Some(unix_day_2000..=unix_day_2000 + 1));
         // Half-open: ending exactly at midnight does not touch the next day.
-        assert_eq!(Window { start: 0, end: 2 * DAY_US }.lock_granules(), Some(unix_day_2000..=unix_day_2000 + 1));
+        assert_eq!(
+            Window { start: 0, end: 2 * DAY_US }.lock_granules(),
+            Some(unix_day_2000..=unix_day_2000 + 1)
+        );
         assert_eq!(Window { start: 0, end: 64 * DAY_US }.lock_granules().map(|r| r.count()), Some(64));
         assert_eq!(Window { start: 0, end: 65 * DAY_US }.lock_granules(), None);
     }

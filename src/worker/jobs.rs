@@ -141,7 +141,11 @@ pub fn run_next(state: &mut WorkerState) -> bool {
             let delay = backoff(job.attempts.max(1) as u32, gucs::retry_delay(), gucs::retry_delay_max());
             let outcome = in_transaction(AssertUnwindSafe(|| record_failure(&job, &failure, delay)));
             if let Err(f) = outcome {
-                warning!("pg_attribution worker could not record the failure of job {}: {}", job.id, f.message);
+                warning!(
+                    "pg_attribution worker could not record the failure of job {}: {}",
+                    job.id,
+                    f.message
+                );
             }
         }
     }
@@ -153,7 +157,11 @@ fn claim_if_allowed(state: &mut WorkerState) -> Option<Job> {
     let refusal = refusal();
     let refused = refusal.is_some();
     state.note(refusal);
-    if refused { None } else { claim() }
+    if refused {
+        None
+    } else {
+        claim()
+    }
 }
 
 fn claim() -> Option<Job> {
@@ -212,8 +220,10 @@ fn run(job: &Job) -> (i64, i64) {
               WHERE tenant_id = $1 AND id = $2"
         )
     });
-    Spi::connect_mut(|client| client.update(&*finish, None, &[job.tenant_id.into(), job.id.into()]).map(|_| ()))
-        .expect("marking the job done");
+    Spi::connect_mut(|client| {
+        client.update(&*finish, None, &[job.tenant_id.into(), job.id.into()]).map(|_| ())
+    })
+    .expect("marking the job done");
     result
 }
 
@@ -326,7 +336,9 @@ pub fn recover_orphans() {
                 job,
                 &Failure {
                     sqlstate: None,
-                    message: "the worker running this job exited before finishing it (crash, kill or shutdown)".into(),
+                    message:
+                        "the worker running this job exited before finishing it (crash, kill or shutdown)"
+                            .into(),
                 },
                 Duration::ZERO,
             );
@@ -385,9 +397,8 @@ fn in_transaction<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
             statement_timeout::enable(ms);
         }
     }
-    let outcome = PgTryBuilder::new(AssertUnwindSafe(|| Ok(body())))
-        .catch_others(|e| Err(failure_from(e)))
-        .execute();
+    let outcome =
+        PgTryBuilder::new(AssertUnwindSafe(|| Ok(body()))).catch_others(|e| Err(failure_from(e))).execute();
     unsafe {
         if timeout.is_some() {
             statement_timeout::disable();
@@ -417,7 +428,10 @@ fn failure_from(e: CaughtError) -> Failure {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
         CaughtError::RustPanic { ereport, .. } => ereport,
     };
-    Failure { sqlstate: Some(sqlstate_text(report.sql_error_code() as i32)), message: report.message().to_owned() }
+    Failure {
+        sqlstate: Some(sqlstate_text(report.sql_error_code() as i32)),
+        message: report.message().to_owned(),
+    }
 }
 
 /// The five-character SQLSTATE packed into an error code (Postgres's PGUNSIXBIT).
@@ -450,7 +464,8 @@ mod tests {
     #[test]
     fn sqlstate_text_unpacks_codes() {
         // MAKE_SQLSTATE('2','2','0','0','4'): each character minus '0' in six bits, first lowest.
-        let pack = |s: &str| s.bytes().enumerate().fold(0i32, |acc, (i, b)| acc | (((b - b'0') as i32) << (6 * i)));
+        let pack =
+            |s: &str| s.bytes().enumerate().fold(0i32, |acc, (i, b)| acc | (((b - b'0') as i32) << (6 * i)));
         assert_eq!(super::sqlstate_text(pack("22004")), "22004");
         assert_eq!(super::sqlstate_text(pack("XX000")), "XX000");
         assert_eq!(super::sqlstate_text(pack("42P01")), "42P01");
