@@ -17,6 +17,7 @@ fi
 failed=0
 for t in "${tests[@]}"; do
     log "e2e: $t"
+    log_start=$(wc -l < "$E2E_DATA/server.log")
     # A separate shell per test: errexit would be ignored inside an if-tested subshell.
     if ! bash -c 'set -euo pipefail; . "$1/scripts/lib.sh"; . "$1/tests/e2e/lib.sh"; fresh_db >/dev/null; . "$1/tests/e2e/$2.sh"' _ "$ROOT" "$t"; then
         failed=$((failed + 1))
