@@ -1,6 +1,7 @@
 //! Where the extension's tables live, and the backend's cache of prepared statements.
 //! SQL issued from Rust always names tables with their schema, so a caller's search_path
-//! can neither break nor hijack it; hot statements are planned once per backend.
+//! can neither break nor hijack it; hot statements are prepared once and re-planned every
+//! few seconds (see STATEMENT_LIFETIME).
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;

@@ -30,16 +30,10 @@ fn compute(
     let tenant_id = require(tenant_id, "tenant_id")?;
     let window = window_arg(require(window_start, "window_start")?, require(window_end, "window_end")?)?;
     let model_version = require(model_version, "model_version")?;
-    let correlation_id = match gucs::correlation_id() {
-        Some(id) => {
-            crate::engine::correlation::validate(&id)?;
-            id
-        }
-        None => super::new_correlation_id(),
-    };
+    let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref())?;
 
     let scope = tenancy::enter(tenant_id)?;
-    let written = crate::compute::compute_window(tenant_id, window, model_version, &correlation_id);
+    let result = crate::compute::compute_window(tenant_id, window, model_version, &correlation_id);
     scope.leave();
-    written
+    result
 }

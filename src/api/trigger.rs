@@ -18,13 +18,7 @@ const OLD_ROWS: &str = "attribution_old_events";
 fn attribution_events_schedule<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, AttributionError> {
-    let correlation_id = match gucs::correlation_id() {
-        Some(id) => {
-            crate::engine::correlation::validate(&id).or_report();
-            id
-        }
-        None => super::new_correlation_id(),
-    };
+    let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref()).or_report();
     let width = gucs::window_width_seconds();
     let buckets = touched_buckets(trigger, width);
     if buckets.is_empty() {
