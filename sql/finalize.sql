@@ -15,10 +15,31 @@ CREATE TRIGGER attribution_events_schedule_delete
     REFERENCING OLD TABLE AS attribution_old_events
     FOR EACH STATEMENT EXECUTE FUNCTION attribution_events_schedule();
 
+-- The functions that write the extension's tables run as its owner (SECURITY DEFINER),
+-- so application roles need no write access to the queue, the dead letters or the
+-- allocations. Each acts only for the caller's tenant (see src/tenancy.rs). Like every
+-- function here that runs SQL, they run with search_path pinned to pg_catalog, pg_temp,
+-- and name the extension's own objects with their schema, so objects a role creates in
+-- a schema on the caller's search_path are never called.
+ALTER FUNCTION schedule_recompute_window(uuid, timestamptz, timestamptz, text, text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION compute_allocations(uuid, timestamptz, timestamptz, text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION redrive_failed_job(bigint)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION attribution_events_schedule()
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+
+REVOKE EXECUTE ON FUNCTION
+    schedule_recompute_window(uuid, timestamptz, timestamptz, text, text),
+    compute_allocations(uuid, timestamptz, timestamptz, text),
+    redrive_failed_job(bigint),
+    attribution_events_schedule()
+FROM PUBLIC;
+-- attribution_split_cents runs no SQL (pure Rust), so it needs no pinned search_path.
 GRANT EXECUTE ON FUNCTION
     schedule_recompute_window(uuid, timestamptz, timestamptz, text, text),
     compute_allocations(uuid, timestamptz, timestamptz, text),
     attribution_split_cents(bigint, integer[]),
     redrive_failed_job(bigint)
 TO attribution_app;
-GRANT UPDATE (redriven_at) ON worker_failed_jobs TO attribution_app;

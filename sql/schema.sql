@@ -25,9 +25,15 @@ $roles$;
 
 -- The tenant the current transaction acts for, or NULL when none is set.
 -- A malformed setting raises invalid_text_representation rather than matching nothing.
+-- Every name in the body is qualified (operator included) rather than pinned with SET
+-- search_path, which would stop the planner from inlining it into the policies.
 CREATE FUNCTION attribution_current_tenant() RETURNS uuid
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT NULLIF(pg_catalog.current_setting('attribution.tenant_id', true), '')::uuid $$;
+AS $$
+SELECT CASE WHEN pg_catalog.current_setting('attribution.tenant_id', true) OPERATOR(pg_catalog.=) ''
+            THEN NULL
+            ELSE pg_catalog.current_setting('attribution.tenant_id', true)::pg_catalog.uuid END
+$$;
 
 CREATE TABLE attribution_tenants (
     id          uuid PRIMARY KEY,
@@ -59,7 +65,7 @@ CREATE TABLE attribution_models (
 );
 
 CREATE FUNCTION attribution_models_track_channels() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.channels IS DISTINCT FROM OLD.channels THEN
         NEW.channels_changed_at := now();
@@ -74,14 +80,15 @@ INSERT INTO attribution_models (model_version, channels, weights, description) V
     ('1.0.0', ARRAY['google_search', 'direct', 'email'], ARRAY[1, 1, 1],
      'Baseline: equal thirds over google_search, direct and email, cents by largest remainder');
 
+-- Keyed by (tenant_id, id): event ids are the tenant's own, so one tenant's ids can
+-- neither shadow nor reveal another's.
 CREATE TABLE attribution_events (
-    id             uuid PRIMARY KEY,
+    id             uuid NOT NULL,
     tenant_id      uuid NOT NULL REFERENCES attribution_tenants (id),
     occurred_at    timestamptz NOT NULL,
     revenue_cents  bigint NOT NULL,
     raw_payload    jsonb NOT NULL DEFAULT '{}'::jsonb,
-    -- Lets allocations reference (tenant_id, id), the shape Citus co-location needs.
-    CONSTRAINT attribution_events_tenant_id_id_key UNIQUE (tenant_id, id),
+    CONSTRAINT attribution_events_pkey PRIMARY KEY (tenant_id, id),
     -- Refunds are negative. Beyond 10^15 cents (ten trillion in the currency unit) a
     -- value is a unit mix-up, not revenue.
     CONSTRAINT attribution_events_revenue_cents_range
@@ -140,11 +147,23 @@ CREATE TABLE attribution_recompute_jobs (
     PRIMARY KEY (tenant_id, id),
     CONSTRAINT attribution_recompute_jobs_identity
         UNIQUE (tenant_id, window_start, window_end, model_version),
-    CONSTRAINT attribution_recompute_jobs_window_order CHECK (window_start < window_end)
+    CONSTRAINT attribution_recompute_jobs_window_order CHECK (window_start < window_end),
+    CONSTRAINT attribution_recompute_jobs_window_finite
+        CHECK (isfinite(window_start) AND isfinite(window_end)),
+    CONSTRAINT attribution_recompute_jobs_counters CHECK (run_count >= 0 AND attempts >= 0),
+    -- The rule engine/correlation.rs enforces: 1 to 128 visible ASCII characters.
+    CONSTRAINT attribution_recompute_jobs_correlation_id
+        CHECK (last_correlation_id ~ '^[!-~]{1,128}$')
 );
--- The claim query: oldest runnable pending job first.
+-- When the next retry is due (until_next_due), and queue health.
 CREATE INDEX attribution_recompute_jobs_runnable_idx
     ON attribution_recompute_jobs (run_after) WHERE status = 'pending';
+-- The claim: tenants with runnable jobs, each one's oldest runnable job first...
+CREATE INDEX attribution_recompute_jobs_tenant_runnable_idx
+    ON attribution_recompute_jobs (tenant_id, run_after) WHERE status = 'pending';
+-- ...taking the tenant served longest ago first.
+CREATE INDEX attribution_recompute_jobs_tenant_started_idx
+    ON attribution_recompute_jobs (tenant_id, started_at) WHERE started_at IS NOT NULL;
 
 -- Dead letters: a job that failed its last attempt, with what is needed to understand
 -- and re-drive it.
@@ -159,7 +178,9 @@ CREATE TABLE worker_failed_jobs (
     attempts        integer NOT NULL,
     failed_at       timestamptz NOT NULL DEFAULT now(),
     redriven_at     timestamptz,
-    PRIMARY KEY (tenant_id, id)
+    PRIMARY KEY (tenant_id, id),
+    CONSTRAINT worker_failed_jobs_attempts CHECK (attempts >= 0),
+    CONSTRAINT worker_failed_jobs_correlation_id CHECK (correlation_id ~ '^[!-~]{1,128}$')
 );
 CREATE INDEX worker_failed_jobs_job_idx ON worker_failed_jobs (tenant_id, job_id);
 
@@ -196,6 +217,16 @@ CREATE POLICY worker_queue_access ON attribution_recompute_jobs TO attribution_w
 CREATE POLICY worker_dead_letter_access ON worker_failed_jobs TO attribution_worker
     USING (true);
 
+-- Background workers connected to this database. SECURITY DEFINER because
+-- pg_stat_activity hides other roles' backend_type from application roles.
+CREATE FUNCTION attribution_worker_count() RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT count(*) FROM pg_catalog.pg_stat_activity
+ WHERE backend_type = 'pg_attribution worker' AND datname = pg_catalog.current_database()
+$$;
+REVOKE EXECUTE ON FUNCTION attribution_worker_count() FROM PUBLIC;
+
 -- Queue health at a glance. security_invoker: a tenant role sees its own tenant's
 -- numbers, a DBA (superuser) sees the whole queue.
 CREATE VIEW attribution_queue_health WITH (security_invoker = true) AS
@@ -209,20 +240,36 @@ SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
        count(*) FILTER (WHERE status = 'succeeded'
                           AND finished_at > now() - interval '1 minute') AS finished_last_minute,
        (SELECT count(*) FROM worker_failed_jobs WHERE redriven_at IS NULL) AS dead_letters,
-       (SELECT count(*) FROM pg_catalog.pg_stat_activity
-         WHERE backend_type = 'pg_attribution worker') AS workers
+       attribution_worker_count() AS workers
   FROM attribution_recompute_jobs;
 
 -- What an application role may do; RLS narrows every one of these to its tenant.
+-- Events are the application's. The queue, the dead letters and the allocations are the
+-- extension's: application roles read them, and change them only through
+-- schedule_recompute_window(), compute_allocations() and redrive_failed_job(), which
+-- act only for the caller's tenant. (Without UPDATE they cannot lock those tables'
+-- rows or take more than ACCESS SHARE on them either.)
 GRANT SELECT ON attribution_tenants, attribution_models TO attribution_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON attribution_events TO attribution_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON attribution_allocations TO attribution_app;
-GRANT SELECT, INSERT, UPDATE ON attribution_recompute_jobs TO attribution_app;
-GRANT SELECT ON worker_failed_jobs TO attribution_app;
+GRANT SELECT ON attribution_allocations, attribution_recompute_jobs, worker_failed_jobs
+    TO attribution_app;
 GRANT SELECT ON attribution_queue_health TO attribution_app;
-GRANT EXECUTE ON FUNCTION attribution_current_tenant() TO attribution_app;
+GRANT EXECUTE ON FUNCTION attribution_current_tenant(), attribution_worker_count() TO attribution_app;
 
--- The worker acts as an application role for the tenant of each job, and owns the queue.
+-- The worker acts as an application role for the tenant of each job, writes that
+-- tenant's allocations, and owns the queue.
 GRANT attribution_app TO attribution_worker;
+GRANT INSERT, UPDATE, DELETE ON attribution_allocations TO attribution_worker;
 GRANT SELECT, UPDATE, DELETE ON attribution_recompute_jobs TO attribution_worker;
 GRANT SELECT, INSERT ON worker_failed_jobs TO attribution_worker;
+
+-- pg_dump keeps the rows of every table (and the identity sequences' positions); the
+-- built-in model comes with CREATE EXTENSION, so only models users added are dumped.
+SELECT pg_catalog.pg_extension_config_dump('attribution_tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('attribution_models', $$WHERE model_version <> '1.0.0'$$);
+SELECT pg_catalog.pg_extension_config_dump('attribution_events', '');
+SELECT pg_catalog.pg_extension_config_dump('attribution_allocations', '');
+SELECT pg_catalog.pg_extension_config_dump('attribution_recompute_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('worker_failed_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('attribution_allocations_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('worker_failed_jobs_id_seq', '');

@@ -88,7 +88,8 @@ pub fn types(oids: &[pg_sys::BuiltinOid]) -> Vec<PgOid> {
     oids.iter().map(|oid| PgOid::BuiltIn(*oid)).collect()
 }
 
-fn extension_oid() -> pg_sys::Oid {
+/// The extension's OID; ERROR when it is not installed in this database.
+pub fn extension_oid() -> pg_sys::Oid {
     // SAFETY: get_extension_oid only reads the catalog; missing_ok avoids an ERROR path.
     let ext_oid = unsafe { pg_sys::get_extension_oid(c"pg_attribution".as_ptr(), true) };
     if ext_oid == pg_sys::InvalidOid {

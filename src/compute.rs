@@ -110,33 +110,44 @@ pub fn compute_window(
 
 /// Serialises writers whose windows overlap, for one tenant and model, so that the
 /// workers and direct calls never deadlock or interleave on the same allocation rows,
-/// while different days of a tenant still compute in parallel. Transaction-scoped
-/// advisory locks: each writer holds the tenant/model lock shared and every UTC day its
-/// window touches exclusively, in ascending order; a window of more than
-/// MAX_GRANULE_LOCKS days holds the tenant/model lock exclusively instead.
+/// while different days of a tenant still compute in parallel. Each writer holds the
+/// tenant/model lock shared and every UTC day its window touches exclusively, in
+/// ascending order; a window of more than MAX_GRANULE_LOCKS days holds the tenant/model
+/// lock exclusively instead.
+///
+/// These are heavyweight object locks whose class id is the extension's own OID, not
+/// advisory locks: any session can take any advisory lock (and read the keys in
+/// pg_locks), so a hostile session could hold a tenant's key and stall its jobs. No SQL
+/// command takes an object lock of this class. They are transaction-scoped, show in
+/// pg_locks as locktype 'object', and honour lock_timeout and the deadlock detector.
 fn lock_window(tenant_id: pgrx::Uuid, model_version: &str, window: Window) {
-    let key = format!("pg_attribution/{tenant_id}/{model_version}");
-    let (first_day, last_day, per_day) = match window.lock_granules() {
-        Some(days) => (*days.start(), *days.end(), true),
-        None => (0, -1, false),
+    let class = catalog::extension_oid();
+    let key = format!("{tenant_id}/{model_version}");
+    let take = |key: &str, kind: u16, mode: u32| {
+        let (objid, subid) = lock_tag(key, kind);
+        // SAFETY: a transaction-scoped lock; an ERROR (timeout, deadlock) unwinds as usual.
+        unsafe { pg_sys::LockDatabaseObject(class, objid.into(), subid, mode as pg_sys::LOCKMODE) };
     };
-    let stmt = catalog::statement(
-        "lock_window",
-        &catalog::types(&[TEXTOID, INT8OID, INT8OID, BOOLOID]),
-        |_| {
-            "SELECT CASE WHEN $4 THEN pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtextextended($1, 0))
-                     ELSE pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)) END,
-                (SELECT count(pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1 || '/' || day, 0)))
-                   FROM generate_series($2, $3) AS day)"
-            .into()
-        },
-    );
-    Spi::connect_mut(|client| {
-        client
-            .update(&*stmt, None, &[key.into(), first_day.into(), last_day.into(), per_day.into()])
-            .map(|_| ())
-    })
-    .expect("locking the window");
+    match window.lock_granules() {
+        Some(days) => {
+            take(&key, TENANT_LOCK, pg_sys::ShareLock);
+            for day in days {
+                take(&format!("{key}/{day}"), DAY_LOCK, pg_sys::ExclusiveLock);
+            }
+        }
+        None => take(&key, TENANT_LOCK, pg_sys::ExclusiveLock),
+    }
+}
+
+const TENANT_LOCK: u16 = 0;
+const DAY_LOCK: u16 = 1;
+
+/// The object-lock tag (objid, objsubid) of a lock key: 32 bits of FNV-1a hash and, in
+/// the sub-id, the lock kind and 15 more bits of it. A collision only makes two unrelated
+/// windows wait for each other now and then.
+fn lock_tag(key: &str, kind: u16) -> (u32, u16) {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (hash as u32, (((hash >> 32) as u16) & 0x7fff) << 1 | kind)
 }
 
 /// A model as the computation needs it.
@@ -173,5 +184,19 @@ pub fn load_model(model_version: &str) -> Result<Model, AttributionError> {
             Err(AttributionError::UnknownModel(model_version.to_owned()))
         }
         Err(e) => panic!("reading attribution_models: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_tag;
+
+    #[test]
+    fn lock_tags_separate_kinds_and_keys() {
+        let t = "aaaaaaaa-0000-4000-8000-000000000001/1.0.0";
+        assert_ne!(lock_tag(t, super::TENANT_LOCK), lock_tag(t, super::DAY_LOCK));
+        assert_eq!(lock_tag(t, super::DAY_LOCK).1 & 1, 1);
+        assert_ne!(lock_tag(&format!("{t}/20000"), 1), lock_tag(&format!("{t}/20001"), 1));
+        assert_eq!(lock_tag(t, 0), lock_tag(t, 0));
     }
 }

@@ -76,6 +76,7 @@ pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static RETRY_DELAY: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 pub static RETRY_DELAY_MAX: GucSetting<i32> = GucSetting::<i32>::new(600_000);
 pub static JOB_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(300_000);
+pub static LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 pub static FINISHED_JOB_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 pub static FAILURE_INJECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
 
@@ -162,6 +163,16 @@ pub fn init_worker_settings() {
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
+        c"attribution.lock_timeout",
+        c"Longest a worker waits for a lock before it puts the job back.",
+        c"A job put back after a lock wait or a deadlock does not spend an attempt. 0 disables the limit.",
+        &LOCK_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
         c"attribution.finished_job_retention",
         c"How long succeeded jobs are kept before the workers delete them.",
         c"",
@@ -212,6 +223,11 @@ pub fn retry_delay_max() -> Duration {
 /// `None` when disabled.
 pub fn job_timeout_ms() -> Option<i32> {
     Some(JOB_TIMEOUT.get()).filter(|ms| *ms > 0)
+}
+
+/// The worker's lock_timeout in milliseconds (0: no limit).
+pub fn lock_timeout_ms() -> i32 {
+    LOCK_TIMEOUT.get().max(0)
 }
 
 pub fn finished_job_retention_seconds() -> i64 {

@@ -23,6 +23,11 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx attaches a Rust backtrace to the DETAIL of every error that crosses Rust code
+    // when RUST_BACKTRACE is set in the server's environment. Clients get a one-line
+    // message and a SQLSTATE, never a backtrace: turn the library backtraces off.
+    // SAFETY: library load runs single-threaded, before any backtrace is captured.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     gucs::init();
     // The workers and their wake-up table need shared memory, which exists only for
     // libraries loaded at server start. Loaded later, the SQL functions and the trigger

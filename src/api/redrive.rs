@@ -9,7 +9,9 @@ use crate::tenancy;
 use pgrx::prelude::*;
 
 /// Re-enqueues the job recorded in `worker_failed_jobs.id = failed_job_id` with a fresh
-/// attempt budget and marks the dead letter as redriven. Returns the job id.
+/// attempt budget and marks the dead letter as redriven. Returns the job id. Only a dead
+/// letter of the transaction's tenant (`attribution.tenant_id`) is visible: the function
+/// runs as the extension's owner, so it applies the tenant rule itself.
 #[pg_extern(volatile, parallel_unsafe)]
 fn redrive_failed_job(failed_job_id: Option<i64>) -> pgrx::Uuid {
     redrive(failed_job_id).or_report()
@@ -25,7 +27,8 @@ fn redrive(failed_job_id: Option<i64>) -> Result<pgrx::Uuid, AttributionError> {
                     "SELECT tenant_id, (payload->>'window_start')::timestamptz,
                             (payload->>'window_end')::timestamptz, payload->>'model_version',
                             correlation_id
-                       FROM {schema}.worker_failed_jobs WHERE id = $1"
+                       FROM {schema}.worker_failed_jobs
+                      WHERE id = $1 AND tenant_id = {schema}.attribution_current_tenant()"
                 ),
                 Some(1),
                 &[failed_job_id.into()],
@@ -52,8 +55,8 @@ fn redrive(failed_job_id: Option<i64>) -> Result<pgrx::Uuid, AttributionError> {
         correlation_id,
     }]);
     Spi::run_with_args(
-        &format!("UPDATE {schema}.worker_failed_jobs SET redriven_at = now() WHERE id = $1"),
-        &[failed_job_id.into()],
+        &format!("UPDATE {schema}.worker_failed_jobs SET redriven_at = now() WHERE tenant_id = $1 AND id = $2"),
+        &[tenant_id.into(), failed_job_id.into()],
     )
     .expect("marking the dead letter redriven");
     scope.leave();

@@ -1,9 +1,13 @@
 //! The statement-level trigger on `attribution_events`. It reads the statement's transition
 //! tables once, groups the touched rows by (tenant, UTC bucket), and enqueues one job per
 //! bucket and active model, so a million-row COPY schedules a handful of jobs.
+//!
+//! It schedules nothing in a session with `row_security = off`, which is how pg_dump's
+//! output and pg_restore load data: a restore brings the job queue back as it was dumped
+//! instead of adding jobs for rows whose allocations it restores too.
 
 use crate::catalog;
-use crate::engine::window::Window;
+use crate::engine::window::{Window, WindowError};
 use crate::errors::{AttributionError, OrReport};
 use crate::gucs;
 use crate::queue::{self, JobRequest};
@@ -18,9 +22,12 @@ const OLD_ROWS: &str = "attribution_old_events";
 fn attribution_events_schedule<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, AttributionError> {
+    if restoring() {
+        return Ok(None);
+    }
     let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref()).or_report();
     let width = gucs::window_width_seconds();
-    let buckets = touched_buckets(trigger, width);
+    let buckets = touched_buckets(trigger, width)?;
     if buckets.is_empty() {
         return Ok(None);
     }
@@ -42,7 +49,10 @@ fn attribution_events_schedule<'a>(
 
 /// Distinct (tenant, bucket) pairs among the rows the statement inserted, updated (before
 /// and after) or deleted.
-fn touched_buckets(trigger: &PgTrigger<'_>, width_seconds: i64) -> BTreeSet<(pgrx::Uuid, Window)> {
+fn touched_buckets(
+    trigger: &PgTrigger<'_>,
+    width_seconds: i64,
+) -> Result<BTreeSet<(pgrx::Uuid, Window)>, AttributionError> {
     let mut sources = Vec::new();
     if trigger.new_transition_table_name().ok().flatten().is_some() {
         sources.push(NEW_ROWS);
@@ -51,16 +61,20 @@ fn touched_buckets(trigger: &PgTrigger<'_>, width_seconds: i64) -> BTreeSet<(pgr
         sources.push(OLD_ROWS);
     }
     if sources.is_empty() {
-        return BTreeSet::new();
+        return Ok(BTreeSet::new());
     }
     // date_bin does the per-row work in C; the engine turns each bucket start into the
     // same window the rest of the extension uses.
     let sql = sources
         .iter()
         .map(|t| {
+            // date_bin overflows within a few decades of the end of the timestamp range
+            // (year 294276); such a row has no window the queue can store, and NULL
+            // here becomes a clear 22008 below.
             format!(
-                "SELECT tenant_id, date_bin(make_interval(secs => $1), occurred_at, \
-                 '1970-01-01 00:00:00+00') FROM {t}"
+                "SELECT tenant_id, CASE WHEN occurred_at OPERATOR(pg_catalog.<) '294000-01-01 00:00:00+00' \
+                 THEN pg_catalog.date_bin(pg_catalog.make_interval(secs => $1), occurred_at, \
+                 '1970-01-01 00:00:00+00') END FROM {t}"
             )
         })
         .collect::<Vec<_>>()
@@ -75,11 +89,20 @@ fn touched_buckets(trigger: &PgTrigger<'_>, width_seconds: i64) -> BTreeSet<(pgr
         let rows = client.select(&sql, None, &[width_seconds.into()]).expect("reading transition tables");
         rows.map(|row| {
             let tenant: pgrx::Uuid = row.get(1).expect("tenant_id").expect("tenant_id is NOT NULL");
-            let start: TimestampWithTimeZone = row.get(2).expect("bucket").expect("occurred_at is NOT NULL");
-            (tenant, Window::bucket_containing(start.into(), width_seconds))
+            let start: Option<TimestampWithTimeZone> = row.get(2).expect("bucket");
+            let start = start.ok_or(WindowError::BeyondRange)?;
+            Ok((tenant, Window::schedulable_bucket(start.into(), width_seconds)?))
         })
         .collect()
     })
+}
+
+/// Whether this session loads data the way pg_dump's output and pg_restore do.
+fn restoring() -> bool {
+    // SAFETY: reads a built-in setting's current value; missing_ok is false because
+    // row_security always exists.
+    let value = unsafe { pg_sys::GetConfigOption(c"row_security".as_ptr(), false, false) };
+    !value.is_null() && unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes() == b"off"
 }
 
 fn active_models() -> Vec<String> {

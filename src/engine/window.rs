@@ -8,6 +8,8 @@ use thiserror::Error;
 /// Buckets are aligned to the Unix epoch, so a one-day bucket is a UTC calendar day.
 const UNIX_TO_PG_EPOCH_US: i64 = 946_684_800_000_000;
 pub const MICROS_PER_SECOND: i64 = 1_000_000;
+/// Postgres's END_TIMESTAMP (294277-01-01 00:00 UTC): every valid timestamp is below it.
+pub const END_TIMESTAMP: i64 = 9_223_371_331_200_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Window {
@@ -15,7 +17,7 @@ pub struct Window {
     pub end: i64,
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum WindowError {
     #[error("window bounds must be finite timestamps")]
     NotFinite,
@@ -23,6 +25,8 @@ pub enum WindowError {
     Empty,
     #[error("window spans {span_seconds} seconds, more than attribution.max_window ({max_seconds} seconds)")]
     TooLong { span_seconds: i64, max_seconds: i64 },
+    #[error("the window containing this timestamp would end after the largest timestamp Postgres supports")]
+    BeyondRange,
 }
 
 impl Window {
@@ -44,6 +48,17 @@ impl Window {
             });
         }
         Ok(Window { start, end })
+    }
+
+    /// The bucket of `width_seconds` (aligned to the Unix epoch, so UTC) that contains
+    /// `ts`, as a window the queue can store: `BeyondRange` when the bucket would end past
+    /// the last valid timestamp (an `occurred_at` in the year 294276, say).
+    pub fn schedulable_bucket(ts: i64, width_seconds: i64) -> Result<Self, WindowError> {
+        let bucket = Self::bucket_containing(ts, width_seconds);
+        if bucket.end >= END_TIMESTAMP {
+            return Err(WindowError::BeyondRange);
+        }
+        Ok(bucket)
     }
 
     /// The bucket of `width_seconds` (aligned to the Unix epoch, so UTC) that contains `ts`.
@@ -121,6 +136,14 @@ mod tests {
         );
         assert_eq!(Window { start: 0, end: 64 * DAY_US }.lock_granules().map(|r| r.count()), Some(64));
         assert_eq!(Window { start: 0, end: 65 * DAY_US }.lock_granules(), None);
+    }
+
+    #[test]
+    fn buckets_past_the_last_timestamp_are_refused() {
+        let last_day = END_TIMESTAMP - DAY_US;
+        assert_eq!(Window::schedulable_bucket(last_day - 1, DAY), Ok(Window { start: last_day - DAY_US, end: last_day }));
+        assert_eq!(Window::schedulable_bucket(last_day, DAY), Err(WindowError::BeyondRange));
+        assert_eq!(Window::schedulable_bucket(END_TIMESTAMP - 1, DAY), Err(WindowError::BeyondRange));
     }
 
     #[test]

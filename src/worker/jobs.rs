@@ -6,7 +6,7 @@ use super::BACKEND_TYPE;
 use crate::catalog;
 use crate::compute::compute_window;
 use crate::engine::retry::backoff;
-use crate::engine::window::Window;
+use crate::engine::window::{Window, WindowError, MICROS_PER_SECOND};
 use crate::gucs;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::BuiltinOid::*;
@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 struct Job {
     id: pgrx::Uuid,
     tenant_id: pgrx::Uuid,
-    window: Window,
+    /// The row's window, or why it cannot run (the table's constraints make that rare,
+    /// but a row that cannot run must be dead-lettered, not stall the queue).
+    window: Result<Window, WindowError>,
     model_version: String,
     correlation_id: String,
     attempts: i32,
@@ -34,10 +36,11 @@ impl Job {
         }
         let start: TimestampWithTimeZone = column(row, 3);
         let end: TimestampWithTimeZone = column(row, 4);
+        let finite = start.is_finite() && end.is_finite();
         Job {
             id: column(row, 1),
             tenant_id: column(row, 2),
-            window: Window { start: start.into(), end: end.into() },
+            window: Window::new(start.into(), end.into(), finite, i64::MAX / MICROS_PER_SECOND),
             model_version: column(row, 5),
             correlation_id: column(row, 6),
             attempts: column(row, 7),
@@ -63,14 +66,34 @@ pub struct WorkerState {
     claimed: Option<Job>,
 }
 
-/// Why jobs may not run here right now, if they may not: the extension is missing, or
-/// the worker's role is a superuser or has BYPASSRLS. Cheap (catalog caches), so it is
-/// checked before every claim. Must run inside a transaction.
+/// Why jobs may not run here right now, if they may not: the extension is missing or
+/// installed at another version than this library's, or the worker's role is a
+/// superuser, has BYPASSRLS, or lacks the privileges of attribution_worker. Cheap
+/// (catalog caches, a version read at most once a second), so it is checked before every
+/// claim. Must run inside a transaction.
 fn refusal() -> Option<String> {
     // SAFETY: catalog lookups through the system caches, inside the caller's transaction.
     unsafe {
         if pg_sys::get_extension_oid(c"pg_attribution".as_ptr(), true) == pg_sys::InvalidOid {
             return Some("extension pg_attribution is not installed in this database; jobs wait".to_owned());
+        }
+        let installed = installed_version();
+        if installed != LIBRARY_VERSION {
+            return Some(format!(
+                "the installed SQL of pg_attribution is version {installed} but the library is version \
+                 {LIBRARY_VERSION}; jobs wait. Run ALTER EXTENSION pg_attribution UPDATE"
+            ));
+        }
+        let queue_role = pg_sys::get_role_oid(WORKER_ROLE_C.as_ptr(), true);
+        if queue_role == pg_sys::InvalidOid || !pg_sys::has_privs_of_role(pg_sys::GetUserId(), queue_role) {
+            return Some(format!(
+                "role \"{}\" does not have the privileges of role \"{}\", which the queue's policies \
+                 and grants name; jobs wait. GRANT {} TO {}",
+                gucs::worker_role(),
+                QUEUE_ROLE_NAME,
+                QUEUE_ROLE_NAME,
+                gucs::worker_role()
+            ));
         }
         if pg_sys::superuser() || pg_sys::has_bypassrls_privilege(pg_sys::GetUserId()) {
             return Some(format!(
@@ -81,6 +104,33 @@ fn refusal() -> Option<String> {
         }
     }
     None
+}
+
+/// The version this library was built as; the installed SQL must match it.
+const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The role the queue's policies and grants name (sql/schema.sql). A custom
+/// attribution.worker_role must have its privileges.
+const WORKER_ROLE_C: &std::ffi::CStr = c"attribution_worker";
+const QUEUE_ROLE_NAME: &str = "attribution_worker";
+
+thread_local! {
+    static VERSION_SEEN: std::cell::RefCell<Option<(Instant, String)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// pg_extension.extversion, read at most once a second.
+fn installed_version() -> String {
+    let cached = VERSION_SEEN.with(|v| {
+        v.borrow().as_ref().filter(|(at, _)| at.elapsed() < Duration::from_secs(1)).map(|(_, s)| s.clone())
+    });
+    if let Some(version) = cached {
+        return version;
+    }
+    let version: String = Spi::get_one("SELECT extversion::text FROM pg_catalog.pg_extension WHERE extname = 'pg_attribution'")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    VERSION_SEEN.with(|v| *v.borrow_mut() = Some((Instant::now(), version.clone())));
+    version
 }
 
 impl WorkerState {
@@ -120,6 +170,16 @@ pub fn run_next(state: &mut WorkerState) -> bool {
         }
     };
 
+    if let Err(reason) = &job.window {
+        // Nothing about this row will change by retrying it.
+        let failure = Failure { sqlstate: Some("22023".into()), message: format!("the job row cannot run: {reason}") };
+        record_outcome(&job, &failure, Outcome::DeadLetter);
+        return true;
+    }
+    report_activity(pg_sys::BackendState::STATE_RUNNING, &format!(
+        "pg_attribution job {} tenant {} model {} correlation_id {}",
+        job.id, job.tenant_id, job.model_version, job.correlation_id
+    ));
     let started = Instant::now();
     // The following job is claimed in the same transaction, so its claim commits with
     // this job's result: one transaction and one WAL flush per job instead of two. The
@@ -138,18 +198,53 @@ pub fn run_next(state: &mut WorkerState) -> bool {
             state.claimed = next;
         }
         Err(failure) => {
-            let delay = backoff(job.attempts.max(1) as u32, gucs::retry_delay(), gucs::retry_delay_max());
-            let outcome = in_transaction(AssertUnwindSafe(|| record_failure(&job, &failure, delay)));
-            if let Err(f) = outcome {
-                warning!(
-                    "pg_attribution worker could not record the failure of job {}: {}",
-                    job.id,
-                    f.message
-                );
-            }
+            let outcome = if failure.is_lock_wait() {
+                Outcome::PutBack
+            } else if job.attempts >= gucs::max_attempts() {
+                Outcome::DeadLetter
+            } else {
+                Outcome::Retry(backoff(job.attempts.max(1) as u32, gucs::retry_delay(), gucs::retry_delay_max()))
+            };
+            record_outcome(&job, &failure, outcome);
         }
     }
     true
+}
+
+/// What becomes of a job whose run failed.
+#[derive(Clone, Copy)]
+enum Outcome {
+    /// Pending again after the delay; the attempt counts.
+    Retry(Duration),
+    /// Failed for good, with a row in worker_failed_jobs.
+    DeadLetter,
+    /// It waited for a lock too long or was chosen to break a deadlock: pending again
+    /// shortly, and the attempt does not count. Whoever held the lock is at fault, not
+    /// the job, so a session that holds a lock on purpose cannot dead-letter jobs.
+    PutBack,
+}
+
+/// How long a job put back after a lock wait waits before it runs again.
+const PUT_BACK_DELAY: Duration = Duration::from_secs(1);
+
+impl Failure {
+    /// lock_not_available (lock_timeout) or deadlock_detected.
+    fn is_lock_wait(&self) -> bool {
+        matches!(self.sqlstate.as_deref(), Some("55P03" | "40P01"))
+    }
+}
+
+fn record_outcome(job: &Job, failure: &Failure, outcome: Outcome) {
+    if let Err(f) = in_transaction(AssertUnwindSafe(|| record_failure(job, failure, outcome))) {
+        warning!("pg_attribution worker could not record the failure of job {}: {}", job.id, f.message);
+    }
+}
+
+/// Shows what the worker does in pg_stat_activity (state and query).
+pub fn report_activity(state: pg_sys::BackendState::Type, what: &str) {
+    let text = std::ffi::CString::new(what).unwrap_or_default();
+    // SAFETY: Postgres copies the string into this backend's shared status entry.
+    unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) };
 }
 
 /// Claims the next runnable job unless the worker must refuse to run jobs.
@@ -167,18 +262,51 @@ fn claim_if_allowed(state: &mut WorkerState) -> Option<Job> {
 fn claim() -> Option<Job> {
     // The claim commits on its own: a run that crashes the worker has then already
     // counted as an attempt, so a job that always crashes ends in the dead-letter table.
+    //
+    // Fair share: of the tenants with runnable jobs (found with a skip scan over the
+    // per-tenant runnable index), the one whose latest claim is oldest goes first, and
+    // within a tenant its oldest runnable job. A tenant's backlog therefore delays
+    // another tenant's job by at most the job each worker is running. If every runnable
+    // job of that tenant is being claimed by another worker, the next tenant's is taken.
+    // Counters saturate instead of overflowing, so no row can make the claim fail.
     let stmt = catalog::statement("claim_job", &[], |schema| {
         format!(
-            "UPDATE {schema}.attribution_recompute_jobs j
-                SET status = 'running', attempts = j.attempts + 1, run_count = j.run_count + 1,
+            "WITH RECURSIVE tenants(tenant_id) AS (
+                 (SELECT tenant_id FROM {schema}.attribution_recompute_jobs
+                   WHERE status = 'pending' AND run_after <= now()
+                   ORDER BY tenant_id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT j.tenant_id FROM {schema}.attribution_recompute_jobs j
+                          WHERE j.status = 'pending' AND j.run_after <= now() AND j.tenant_id > t.tenant_id
+                          ORDER BY j.tenant_id LIMIT 1)
+                   FROM tenants t WHERE t.tenant_id IS NOT NULL
+             ),
+             turns AS MATERIALIZED (
+                 SELECT t.tenant_id,
+                        (SELECT max(s.started_at) FROM {schema}.attribution_recompute_jobs s
+                          WHERE s.tenant_id = t.tenant_id AND s.started_at IS NOT NULL) AS last_served
+                   FROM tenants t WHERE t.tenant_id IS NOT NULL
+                  ORDER BY last_served NULLS FIRST, t.tenant_id
+             ),
+             next AS (
+                 SELECT c.tenant_id, c.id
+                   FROM turns
+                  CROSS JOIN LATERAL (
+                        SELECT j.tenant_id, j.id FROM {schema}.attribution_recompute_jobs j
+                         WHERE j.tenant_id = turns.tenant_id AND j.status = 'pending' AND j.run_after <= now()
+                         ORDER BY j.run_after
+                         LIMIT 1
+                           FOR UPDATE SKIP LOCKED) c
+                  LIMIT 1
+             )
+             UPDATE {schema}.attribution_recompute_jobs j
+                SET status = 'running',
+                    attempts = least(j.attempts, 2147483646) + 1,
+                    run_count = least(j.run_count, 2147483646) + 1,
                     rerun_requested = false, started_at = clock_timestamp(), finished_at = NULL,
                     worker_pid = pg_backend_pid(), updated_at = now()
-              WHERE (j.tenant_id, j.id) IN (
-                    SELECT tenant_id, id FROM {schema}.attribution_recompute_jobs
-                     WHERE status = 'pending' AND run_after <= now()
-                     ORDER BY run_after
-                     LIMIT 1
-                       FOR UPDATE SKIP LOCKED)
+               FROM next
+              WHERE j.tenant_id = next.tenant_id AND j.id = next.id
           RETURNING j.id, j.tenant_id, j.window_start, j.window_end, j.model_version,
                     j.last_correlation_id, j.attempts, j.inject_failure"
         )
@@ -206,7 +334,8 @@ fn run(job: &Job) -> (i64, i64) {
     .expect("setting the job's tenant context and correlation id");
     inject_failure(job);
 
-    let result = compute_window(job.tenant_id, job.window, &job.model_version, &job.correlation_id)
+    let window = job.window.clone().unwrap_or_else(|e| crate::errors::AttributionError::from(e).report());
+    let result = compute_window(job.tenant_id, window, &job.model_version, &job.correlation_id)
         .unwrap_or_else(|e| e.report());
 
     // A request that arrived during the run set rerun_requested: run once more.
@@ -252,28 +381,36 @@ fn inject_failure(job: &Job) {
     }
 }
 
-/// Schedules a retry after `delay`, or after the last attempt moves the job to
-/// worker_failed_jobs. The same path serves errors and crash-orphaned runs.
-fn record_failure(job: &Job, failure: &Failure, delay: Duration) {
+/// Records a failed run: a retry after a delay, a dead letter, or a put-back that does
+/// not spend the attempt. The same path serves errors and crash-orphaned runs.
+fn record_failure(job: &Job, failure: &Failure, outcome: Outcome) {
     let schema = catalog::schema();
     let max_attempts = gucs::max_attempts();
-    let dead = job.attempts >= max_attempts;
-    if dead {
-        warning!(
+    let (dead, delay, spent) = match outcome {
+        Outcome::Retry(delay) => (false, delay, true),
+        Outcome::DeadLetter => (true, Duration::ZERO, true),
+        Outcome::PutBack => (false, PUT_BACK_DELAY, false),
+    };
+    match outcome {
+        Outcome::DeadLetter => warning!(
             "pg_attribution job {} tenant {} correlation_id {} failed after {} attempts and moved to worker_failed_jobs: {}",
             job.id, job.tenant_id, job.correlation_id, job.attempts, failure.message
-        );
-    } else {
-        log!(
+        ),
+        Outcome::Retry(_) => log!(
             "pg_attribution job {} tenant {} correlation_id {} failed (attempt {} of {}), retrying in {:?}: {}",
             job.id, job.tenant_id, job.correlation_id, job.attempts, max_attempts, delay, failure.message
-        );
+        ),
+        Outcome::PutBack => log!(
+            "pg_attribution job {} tenant {} correlation_id {} put back without spending an attempt, retrying in {:?}: {}",
+            job.id, job.tenant_id, job.correlation_id, delay, failure.message
+        ),
     }
     Spi::run_with_args(
         &format!(
             "WITH failed AS (
                  UPDATE {schema}.attribution_recompute_jobs
                     SET status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END,
+                        attempts = CASE WHEN $7 THEN attempts ELSE greatest(attempts - 1, 0) END,
                         run_after = now() + make_interval(secs => $4),
                         rerun_requested = CASE WHEN $3 THEN false ELSE rerun_requested END,
                         finished_at = clock_timestamp(), worker_pid = NULL,
@@ -287,7 +424,7 @@ fn record_failure(job: &Job, failure: &Failure, delay: Duration) {
                     jsonb_build_object('tenant_id', tenant_id, 'window_start', window_start,
                                        'window_end', window_end, 'model_version', model_version,
                                        'correlation_id', last_correlation_id),
-                    coalesce(last_correlation_id, id::text), $6, $5, attempts
+                    last_correlation_id, $6, $5, attempts
                FROM failed
               WHERE status = 'failed'"
         ),
@@ -298,6 +435,7 @@ fn record_failure(job: &Job, failure: &Failure, delay: Duration) {
             delay.as_secs_f64().into(),
             failure.message.as_str().into(),
             failure.sqlstate.as_deref().into(),
+            spent.into(),
         ],
     )
     .expect("recording a job failure");
@@ -331,17 +469,14 @@ pub fn recover_orphans() {
                 .map(|row| Job::from_row(&row))
                 .collect()
         });
+        let failure = Failure {
+            sqlstate: None,
+            message: "the worker running this job exited before finishing it (crash, kill or shutdown)".into(),
+        };
         for job in &orphans {
-            record_failure(
-                job,
-                &Failure {
-                    sqlstate: None,
-                    message:
-                        "the worker running this job exited before finishing it (crash, kill or shutdown)"
-                            .into(),
-                },
-                Duration::ZERO,
-            );
+            let outcome =
+                if job.attempts >= gucs::max_attempts() { Outcome::DeadLetter } else { Outcome::Retry(Duration::ZERO) };
+            record_failure(job, &failure, outcome);
         }
     });
     if let Err(f) = result {
@@ -409,6 +544,10 @@ fn in_transaction<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
             Ok(_) => {
                 pg_sys::PopActiveSnapshot();
                 pg_sys::CommitTransactionCommand();
+                // As Postgres's own workers do: report table statistics (inserted,
+                // updated, dead tuples) so that autovacuum sees what the workers write.
+                // Rate-limited inside Postgres to one flush a second.
+                pg_sys::pgstat_report_stat(false);
             }
             Err(_) => {
                 // What PostgresMain does after an ERROR: roll back and start clean.

@@ -71,6 +71,7 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
             pg_sys::GucSource::PGC_S_SESSION,
         )
     };
+    apply_session_settings();
     wake::publish(slot);
     log!("pg_attribution worker {slot} started in database \"{database}\" as role \"{role}\"");
 
@@ -80,6 +81,7 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: reloading the configuration file is what a worker does on SIGHUP.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            apply_session_settings();
         }
         pgrx::check_for_interrupts!();
         // Drain what is runnable now, then sleep until the next retry is due, a commit
@@ -98,6 +100,9 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
         }
         maintain(&state, &mut last_maintenance);
         let sleep = jobs::until_next_due().map_or(gucs::poll_interval(), |d| d.min(gucs::poll_interval()));
+        jobs::report_activity(pg_sys::BackendState::STATE_IDLE, "");
+        // SAFETY: outside any transaction, as after a client's statement.
+        unsafe { pg_sys::pgstat_report_stat(true) };
         let alive = BackgroundWorker::wait_latch(Some(sleep));
         wake::set_idle(slot, false);
         if !alive {
@@ -108,6 +113,25 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
     // the worker for good.
     wake::withdraw(slot);
     unsafe { pg_sys::proc_exit(1) };
+}
+
+/// Session settings every job runs with: a search_path that no role can put objects in
+/// (the worker's SQL names the extension's objects with their schema), and
+/// attribution.lock_timeout as lock_timeout, so that a lock someone holds puts the job
+/// back instead of stalling the worker.
+fn apply_session_settings() {
+    let lock_timeout = std::ffi::CString::new(gucs::lock_timeout_ms().to_string()).expect("digits");
+    for (name, value) in [(c"search_path", c"pg_catalog, pg_temp"), (c"lock_timeout", lock_timeout.as_c_str())] {
+        // SAFETY: setting GUCs for this process's session.
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+            )
+        };
+    }
 }
 
 /// Every MAINTENANCE_INTERVAL: recover jobs orphaned by a crash and prune finished ones.

@@ -1,0 +1,126 @@
+-- pg_attribution 0.1.0 -> 0.2.0: data safety and tenant hardening.
+--   * pg_dump/pg_restore keep every row (tables marked with pg_extension_config_dump);
+--   * events are keyed by (tenant_id, id), so one tenant's ids cannot shadow another's;
+--   * the queue, dead letters and allocations are written only by the extension:
+--     application roles read them and act through SECURITY DEFINER functions;
+--   * CHECK constraints on job counters, windows and correlation ids;
+--   * indexes for the fair (per-tenant round-robin) claim;
+--   * every function that runs SQL has a pinned search_path;
+--   * attribution_queue_health counts workers for application roles too.
+-- Released scripts are frozen: fix forward in the next script.
+\echo Use "ALTER EXTENSION pg_attribution UPDATE TO '0.2.0'" to load this file. \quit
+
+-- The tenant context, with every name qualified so that it can still be inlined.
+CREATE OR REPLACE FUNCTION attribution_current_tenant() RETURNS uuid
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+SELECT CASE WHEN pg_catalog.current_setting('attribution.tenant_id', true) OPERATOR(pg_catalog.=) ''
+            THEN NULL
+            ELSE pg_catalog.current_setting('attribution.tenant_id', true)::pg_catalog.uuid END
+$$;
+
+ALTER FUNCTION attribution_models_track_channels() SET search_path = pg_catalog, pg_temp;
+
+-- Events keyed by (tenant_id, id).
+ALTER TABLE attribution_allocations DROP CONSTRAINT attribution_allocations_event_fkey;
+ALTER TABLE attribution_events DROP CONSTRAINT attribution_events_pkey;
+ALTER TABLE attribution_events DROP CONSTRAINT attribution_events_tenant_id_id_key;
+ALTER TABLE attribution_events ADD CONSTRAINT attribution_events_pkey PRIMARY KEY (tenant_id, id);
+ALTER TABLE attribution_allocations ADD CONSTRAINT attribution_allocations_event_fkey
+    FOREIGN KEY (tenant_id, event_id) REFERENCES attribution_events (tenant_id, id) ON DELETE CASCADE;
+
+-- 0.1.0 let application roles write job rows directly. Bring what they may have written
+-- within the new constraints: counters into range, unsafe correlation ids replaced by the
+-- job id, and jobs whose window can never run moved to the dead-letter table.
+UPDATE attribution_recompute_jobs
+   SET run_count = greatest(run_count, 0), attempts = greatest(attempts, 0)
+ WHERE run_count < 0 OR attempts < 0;
+UPDATE attribution_recompute_jobs SET last_correlation_id = id::text
+ WHERE last_correlation_id !~ '^[!-~]{1,128}$';
+UPDATE worker_failed_jobs SET correlation_id = job_id::text
+ WHERE correlation_id !~ '^[!-~]{1,128}$';
+UPDATE worker_failed_jobs SET attempts = 0 WHERE attempts < 0;
+WITH unrunnable AS (
+    DELETE FROM attribution_recompute_jobs
+     WHERE NOT (isfinite(window_start) AND isfinite(window_end))
+ RETURNING *
+)
+INSERT INTO worker_failed_jobs (job_id, tenant_id, payload, correlation_id, sqlstate, error_message, attempts)
+SELECT id, tenant_id,
+       jsonb_build_object('tenant_id', tenant_id, 'window_start', window_start,
+                          'window_end', window_end, 'model_version', model_version,
+                          'correlation_id', last_correlation_id),
+       last_correlation_id, '22008',
+       'the job row cannot run: window bounds must be finite timestamps (removed by the 0.2.0 upgrade)',
+       attempts
+  FROM unrunnable;
+
+ALTER TABLE attribution_recompute_jobs
+    ADD CONSTRAINT attribution_recompute_jobs_window_finite
+        CHECK (isfinite(window_start) AND isfinite(window_end)),
+    ADD CONSTRAINT attribution_recompute_jobs_counters CHECK (run_count >= 0 AND attempts >= 0),
+    ADD CONSTRAINT attribution_recompute_jobs_correlation_id
+        CHECK (last_correlation_id ~ '^[!-~]{1,128}$');
+ALTER TABLE worker_failed_jobs
+    ADD CONSTRAINT worker_failed_jobs_attempts CHECK (attempts >= 0),
+    ADD CONSTRAINT worker_failed_jobs_correlation_id CHECK (correlation_id ~ '^[!-~]{1,128}$');
+
+CREATE INDEX attribution_recompute_jobs_tenant_runnable_idx
+    ON attribution_recompute_jobs (tenant_id, run_after) WHERE status = 'pending';
+CREATE INDEX attribution_recompute_jobs_tenant_started_idx
+    ON attribution_recompute_jobs (tenant_id, started_at) WHERE started_at IS NOT NULL;
+
+-- Worker count for every role.
+CREATE FUNCTION attribution_worker_count() RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT count(*) FROM pg_catalog.pg_stat_activity
+ WHERE backend_type = 'pg_attribution worker' AND datname = pg_catalog.current_database()
+$$;
+REVOKE EXECUTE ON FUNCTION attribution_worker_count() FROM PUBLIC;
+
+CREATE OR REPLACE VIEW attribution_queue_health WITH (security_invoker = true) AS
+SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'pending' AND run_after <= now()) AS runnable,
+       count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
+       count(*) FILTER (WHERE status = 'running') AS running,
+       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       now() - min(enqueued_at) FILTER (WHERE status = 'pending') AS oldest_pending_age,
+       count(*) FILTER (WHERE status = 'succeeded'
+                          AND finished_at > now() - interval '1 minute') AS finished_last_minute,
+       (SELECT count(*) FROM worker_failed_jobs WHERE redriven_at IS NULL) AS dead_letters,
+       attribution_worker_count() AS workers
+  FROM attribution_recompute_jobs;
+
+-- The queue, the dead letters and the allocations become the extension's own.
+REVOKE INSERT, UPDATE, DELETE ON attribution_allocations FROM attribution_app;
+REVOKE INSERT, UPDATE ON attribution_recompute_jobs FROM attribution_app;
+REVOKE UPDATE (redriven_at) ON worker_failed_jobs FROM attribution_app;
+GRANT EXECUTE ON FUNCTION attribution_worker_count() TO attribution_app;
+GRANT INSERT, UPDATE, DELETE ON attribution_allocations TO attribution_worker;
+
+ALTER FUNCTION schedule_recompute_window(uuid, timestamptz, timestamptz, text, text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION compute_allocations(uuid, timestamptz, timestamptz, text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION redrive_failed_job(bigint)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION attribution_events_schedule()
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION
+    schedule_recompute_window(uuid, timestamptz, timestamptz, text, text),
+    compute_allocations(uuid, timestamptz, timestamptz, text),
+    redrive_failed_job(bigint),
+    attribution_events_schedule()
+FROM PUBLIC;
+
+-- Backups keep every row.
+SELECT pg_catalog.pg_extension_config_dump('attribution_tenants', '');
+SELECT pg_catalog.pg_extension_config_dump('attribution_models', $$WHERE model_version <> '1.0.0'$$);
+SELECT pg_catalog.pg_extension_config_dump('attribution_events', '');
+SELECT pg_catalog.pg_extension_config_dump('attribution_allocations', '');
+SELECT pg_catalog.pg_extension_config_dump('attribution_recompute_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('worker_failed_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('attribution_allocations_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('worker_failed_jobs_id_seq', '');
