@@ -2,7 +2,10 @@
 # Worker benchmarks on a throwaway cluster (release build, fsync and synchronous_commit
 # on, default worker settings): insert-commit -> allocations-visible latency with idle
 # workers, queue drain rate for one-event windows, and worker memory over many jobs.
-# Sizes: LATENCY_SAMPLES, DRAIN_JOBS, MEMORY_JOBS (environment).
+# Also: fair share (another tenant's latency behind a 100k-job backlog, beside its
+# latency on an idle queue) and the job table's size while autovacuum keeps up with a
+# long drain. Sizes: LATENCY_SAMPLES, DRAIN_JOBS, MEMORY_JOBS, BACKLOG_JOBS,
+# FAIR_SAMPLES, VACUUM_JOBS (environment; VACUUM_JOBS=0 skips that part).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 
@@ -11,6 +14,11 @@ PORT=${BENCH_PORT:-54335}
 LATENCY_SAMPLES=${LATENCY_SAMPLES:-500}
 DRAIN_JOBS=${DRAIN_JOBS:-10000}
 MEMORY_JOBS=${MEMORY_JOBS:-100000}
+BACKLOG_JOBS=${BACKLOG_JOBS:-100000}
+FAIR_SAMPLES=${FAIR_SAMPLES:-100}
+VACUUM_JOBS=${VACUUM_JOBS:-1000000}
+TENANT_A=aaaaaaaa-0000-4000-8000-000000000001
+TENANT_B=bbbbbbbb-0000-4000-8000-000000000002
 
 "$ROOT/scripts/setup.sh"
 install_extension release
@@ -18,7 +26,8 @@ cluster_start "$DATA" "$PORT" "attribution.database = 'attribution_bench'" "shar
 trap 'cluster_stop "$DATA"' EXIT
 q() { cluster_psql "$DATA" "$PORT" -d attribution_bench -tA "$@"; }
 cluster_psql "$DATA" "$PORT" -d postgres -c "CREATE DATABASE attribution_bench"
-q -c "CREATE EXTENSION pg_attribution" -c "INSERT INTO attribution_tenants VALUES ('aaaaaaaa-0000-4000-8000-000000000001', 'bench')" >/dev/null
+q -c "CREATE EXTENSION pg_attribution" \
+  -c "INSERT INTO attribution_tenants VALUES ('$TENANT_A', 'bench'), ('$TENANT_B', 'other')" >/dev/null
 until [ "$(q -c "SELECT workers FROM attribution_queue_health")" = 2 ]; do sleep 0.2; done
 
 workers_private_kb() {
@@ -46,25 +55,26 @@ drain() {  # $1 = jobs, $2 = first day offset; prints the drain time in seconds
             FROM attribution_recompute_jobs WHERE window_start >= timestamptz '2000-01-01Z' + $2 * interval '1 day'"
 }
 
-log "latency: insert -> allocations committed, idle workers, $LATENCY_SAMPLES samples"
-# Each sample inserts one event into a new day and commits; the clock starts before the
-# INSERT and stops at the job's finished_at (clock_timestamp() in the worker's
-# transaction right before its commit, so the worker's final WAL flush is not counted).
-# The client then sleeps, so it does not compete with the workers for the two cores.
-latency=$(q <<SQL
+# latency TENANT SAMPLES FIRST_DAY: each sample inserts one event into a new day and
+# commits; the clock starts before the INSERT and stops at the job's finished_at
+# (clock_timestamp() in the worker's transaction right before its commit, so the
+# worker's final WAL flush is not counted). The client then sleeps, so it does not
+# compete with the workers for the two cores. Prints p50, p99 and max.
+latency() {
+    q <<SQL
 CREATE TEMP TABLE lat (ms float8);
 DO \$\$
 DECLARE t0 timestamptz; day timestamptz; done timestamptz;
 BEGIN
-  FOR i IN 1..$LATENCY_SAMPLES LOOP
-    day := timestamptz '1990-01-01Z' + i * interval '1 day';
+  FOR i IN 1..$2 LOOP
+    day := timestamptz '1990-01-01Z' + ($3 + i) * interval '1 day';
     t0 := clock_timestamp();
     INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
-    VALUES (gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', day + interval '1 hour', 100);
+    VALUES (gen_random_uuid(), '$1', day + interval '1 hour', 100);
     COMMIT;
     PERFORM pg_sleep(0.02);
     SELECT finished_at INTO done FROM attribution_recompute_jobs
-     WHERE window_start = day AND status = 'succeeded';
+     WHERE tenant_id = '$1' AND window_start = day AND status = 'succeeded';
     IF done IS NULL THEN RAISE EXCEPTION 'sample % not computed within 20 ms', i; END IF;
     INSERT INTO lat VALUES (extract(epoch FROM done - t0) * 1000);
     COMMIT;
@@ -75,8 +85,21 @@ SELECT format('p50 %s ms, p99 %s ms, max %s ms',
               round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2),
               round(max(ms)::numeric, 2)) FROM lat;
 SQL
-)
-echo "  $latency"
+}
+
+log "latency: insert -> allocations committed, idle workers, $LATENCY_SAMPLES samples"
+echo "  $(latency "$TENANT_A" "$LATENCY_SAMPLES" 0)"
+
+log "fair share: tenant B's latency, idle queue vs behind tenant A's $BACKLOG_JOBS-job backlog ($FAIR_SAMPLES samples each)"
+idle=$(latency "$TENANT_B" "$FAIR_SAMPLES" 0)
+q -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+      SELECT gen_random_uuid(), '$TENANT_A', timestamptz '1600-01-01 12:00Z' + g * interval '1 day', g
+        FROM generate_series(1, $BACKLOG_JOBS) g" >/dev/null
+behind=$(latency "$TENANT_B" "$FAIR_SAMPLES" 1000)
+left=$(q -c "SELECT count(*) FROM attribution_recompute_jobs WHERE tenant_id = '$TENANT_A' AND status = 'pending'")
+echo "  idle queue:          $idle"
+echo "  behind A's backlog:  $behind  (A still had $left jobs pending at the end)"
+until [ "$(q -c "SELECT pending + running FROM attribution_queue_health")" = 0 ]; do sleep 0.5; done
 
 log "drain: $DRAIN_JOBS one-event windows, default settings (2 workers)"
 secs=$(drain "$DRAIN_JOBS" 0)
@@ -88,6 +111,23 @@ secs=$(drain "$MEMORY_JOBS" 20000)
 rss1=$(workers_private_kb)
 echo "  workers' private memory (RssAnon, both workers): $((rss0 / 1024)) MB before, $((rss1 / 1024)) MB after, growth $(((rss1 - rss0) / 1024)) MB over $MEMORY_JOBS jobs"
 echo "  $(awk -v n="$MEMORY_JOBS" -v t="$secs" 'BEGIN { printf "drain rate on this run: %.0f jobs/s", n / t }')"
+
+if [ "$VACUUM_JOBS" -gt 0 ]; then
+    log "job table size during a $VACUUM_JOBS-job drain (autovacuum at its defaults)"
+    q -c "DELETE FROM attribution_recompute_jobs" -c "VACUUM attribution_recompute_jobs" >/dev/null
+    q -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+          SELECT gen_random_uuid(), '$TENANT_A', timestamptz '1000-01-01 12:00Z' + g * interval '1 day', 1
+            FROM generate_series(1, $VACUUM_JOBS) g" >/dev/null
+    size() { q -c "SELECT pg_size_pretty(pg_total_relation_size('attribution_recompute_jobs')) || ' (heap ' ||
+                         pg_size_pretty(pg_relation_size('attribution_recompute_jobs')) || ')'"; }
+    echo "  after enqueueing: $(size)"
+    start=$SECONDS
+    until [ "$(q -c "SELECT pending + running FROM attribution_queue_health")" = 0 ]; do
+        sleep 30
+        echo "  after $((SECONDS - start)) s: $(size), $(q -c "SELECT pending FROM attribution_queue_health") pending, autovacuum runs on the job table so far: $(q -c "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'attribution_recompute_jobs'")"
+    done
+    echo "  drained: $(size); n_tup_upd $(q -c "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'attribution_recompute_jobs'"), n_dead_tup $(q -c "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'attribution_recompute_jobs'"), autovacuum runs $(q -c "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'attribution_recompute_jobs'")"
+fi
 
 bad=$(q -c "SELECT count(*) FROM attribution_events e WHERE e.revenue_cents IS DISTINCT FROM
               (SELECT sum(allocated_revenue_cents) FROM attribution_allocations a

@@ -421,6 +421,13 @@ fn redrive_requeues_a_dead_letter_with_its_correlation_id() {
                 'corr-dead', '09000', 'boom', 3
            FROM attribution_recompute_jobs WHERE id = '{id}' RETURNING id"
     ));
+    // Only a dead letter of the transaction's own tenant is visible: none with no
+    // context, none with another tenant's.
+    assert_eq!(sqlstate_of(&format!("SELECT redrive_failed_job({failed})")).as_deref(), Some("P0002"));
+    run(&format!("SELECT set_config('attribution.tenant_id', '{TENANT_B}', true)"));
+    assert_eq!(sqlstate_of(&format!("SELECT redrive_failed_job({failed})")).as_deref(), Some("P0002"));
+    assert!(one::<bool>(&format!("SELECT redriven_at IS NULL FROM worker_failed_jobs WHERE id = {failed}")));
+    run(&format!("SELECT set_config('attribution.tenant_id', '{TENANT_A}', true)"));
     let redriven: pgrx::Uuid = one(&format!("SELECT redrive_failed_job({failed})"));
     assert_eq!(redriven.to_string(), id);
     let state: String = one(&format!(
@@ -443,4 +450,138 @@ fn queue_health_counts_jobs_by_status() {
            FROM attribution_queue_health",
     );
     assert_eq!(row, "1/1/1/1/0");
+}
+
+fn as_app_role(tenant: &str) {
+    run("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'attribution_test_app') THEN
+            CREATE ROLE attribution_test_app NOLOGIN; END IF; END $$");
+    run("GRANT attribution_app TO attribution_test_app");
+    run("SET LOCAL ROLE attribution_test_app");
+    run(&format!("SELECT set_config('attribution.tenant_id', '{tenant}', true)"));
+}
+
+#[pg_test]
+fn app_roles_read_but_never_write_the_queue_the_dead_letters_or_the_allocations() {
+    tenants();
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100)]);
+    let job = schedule(TENANT_A, "2026-01-01", "2026-01-02");
+    compute(TENANT_A, "2026-01-01Z", "2026-01-02Z");
+    as_app_role(TENANT_A);
+    assert_eq!(jobs(TENANT_A), 1, "the tenant reads its own jobs");
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_allocations"), 3);
+    for statement in [
+        format!("UPDATE attribution_recompute_jobs SET run_count = 2147483647 WHERE id = '{job}'"),
+        format!("UPDATE attribution_recompute_jobs SET run_after = '-infinity' WHERE id = '{job}'"),
+        format!(
+            "INSERT INTO attribution_recompute_jobs (tenant_id, window_start, window_end, model_version, last_correlation_id)
+             VALUES ('{TENANT_A}', '-infinity', 'infinity', '1.0.0', 'x')"
+        ),
+        format!("DELETE FROM attribution_recompute_jobs WHERE id = '{job}'"),
+        "SELECT * FROM attribution_recompute_jobs FOR UPDATE".to_owned(),
+        "LOCK TABLE attribution_recompute_jobs IN ACCESS EXCLUSIVE MODE".to_owned(),
+        "UPDATE attribution_allocations SET allocated_revenue_cents = 0".to_owned(),
+        "DELETE FROM attribution_allocations".to_owned(),
+        format!(
+            "INSERT INTO worker_failed_jobs (job_id, tenant_id, payload, correlation_id, error_message, attempts)
+             VALUES (gen_random_uuid(), '{TENANT_A}', '{{}}', 'c', 'x', 1)"
+        ),
+        "UPDATE worker_failed_jobs SET redriven_at = now()".to_owned(),
+    ] {
+        assert_eq!(sqlstate_of(&statement).as_deref(), Some("42501"), "{statement}");
+    }
+    // What they may do goes through the functions, for their own tenant only.
+    schedule(TENANT_A, "2026-01-02", "2026-01-03");
+    assert_eq!(compute(TENANT_A, "2026-01-01Z", "2026-01-02Z"), (1, 0));
+    assert_eq!(
+        sqlstate_of(&format!("SELECT schedule_recompute_window('{TENANT_B}', '2026-01-01', '2026-01-02')")).as_deref(),
+        Some("42501")
+    );
+    assert_eq!(
+        sqlstate_of(&format!("SELECT compute_allocations('{TENANT_B}', '2026-01-01', '2026-01-02')")).as_deref(),
+        Some("42501")
+    );
+    run("RESET ROLE");
+    assert_eq!(jobs(TENANT_B), 0);
+}
+
+#[pg_test]
+fn event_ids_belong_to_their_tenant() {
+    tenants();
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100)]);
+    // The old system's statement, for tenant B, with an id tenant A already uses.
+    run(&format!(
+        "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload)
+         VALUES ('{E1}', '{TENANT_B}', '2026-01-01 11:00Z', 250, '{{}}') ON CONFLICT DO NOTHING"
+    ));
+    assert_eq!(one::<i64>(&format!("SELECT count(*) FROM attribution_events WHERE id = '{E1}'")), 2);
+    compute(TENANT_B, "2026-01-01Z", "2026-01-02Z");
+    assert_eq!(
+        one::<i64>(&format!(
+            "SELECT sum(allocated_revenue_cents)::bigint FROM attribution_allocations WHERE tenant_id = '{TENANT_B}' AND event_id = '{E1}'"
+        )),
+        250
+    );
+    // Replaying it is still a no-op, and tenant A's row is untouched.
+    run(&format!(
+        "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload)
+         VALUES ('{E1}', '{TENANT_B}', '2026-01-01 11:00Z', 999, '{{}}') ON CONFLICT DO NOTHING"
+    ));
+    assert_eq!(
+        one::<String>(&format!(
+            "SELECT string_agg(revenue_cents::text, ',' ORDER BY revenue_cents) FROM attribution_events WHERE id = '{E1}'"
+        )),
+        "100,250"
+    );
+}
+
+#[pg_test]
+fn timestamps_with_no_storable_window_are_refused_with_22008() {
+    tenants();
+    for ts in ["294247-01-11", "294276-12-31 12:00Z", "294276-12-31 23:59:59.999999Z"] {
+        assert_eq!(
+            sqlstate_of(&format!(
+                "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents) VALUES ('{E1}', '{TENANT_A}', '{ts}', 1)"
+            ))
+            .as_deref(),
+            Some("22008"),
+            "{ts}"
+        );
+    }
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_events"), 0);
+    // A malformed tenant context is a clean 22P02, not a panic.
+    run("SELECT set_config('attribution.tenant_id', 'not-a-uuid', true)");
+    assert_eq!(
+        sqlstate_of(&format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02')")).as_deref(),
+        Some("22P02")
+    );
+}
+
+#[pg_test]
+fn the_trigger_schedules_nothing_while_a_dump_is_restored() {
+    tenants();
+    // pg_dump's output and pg_restore run with row_security = off.
+    run("SET LOCAL row_security = off");
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100)]);
+    assert_eq!(jobs(TENANT_A), 0);
+    run("SET LOCAL row_security = on");
+    insert_events(TENANT_A, &[(E2, "2026-01-01 10:00Z", 100)]);
+    assert_eq!(jobs(TENANT_A), 1);
+}
+
+#[pg_test]
+fn functions_that_run_sql_pin_their_search_path() {
+    let unpinned: i64 = one(
+        "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+           JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_attribution'
+          WHERE d.deptype = 'e' AND p.pronamespace = e.extnamespace
+            AND p.proname NOT IN ('attribution_split_cents', 'attribution_current_tenant')
+            AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)",
+    );
+    assert_eq!(unpinned, 0);
+    let public_execute: i64 = one(
+        "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+           JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_attribution'
+          WHERE d.deptype = 'e' AND p.pronamespace = e.extnamespace AND p.prosecdef AND has_function_privilege('public', p.oid, 'EXECUTE')",
+    );
+    assert_eq!(public_execute, 0, "SECURITY DEFINER functions revoke EXECUTE from PUBLIC");
 }

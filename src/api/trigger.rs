@@ -27,7 +27,7 @@ fn attribution_events_schedule<'a>(
     }
     let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref()).or_report();
     let width = gucs::window_width_seconds();
-    let buckets = touched_buckets(trigger, width)?;
+    let buckets = touched_buckets(trigger, width).or_report();
     if buckets.is_empty() {
         return Ok(None);
     }

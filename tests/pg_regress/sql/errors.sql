@@ -19,6 +19,15 @@ SELECT regress.try($$INSERT INTO attribution_events VALUES ('e0000000-0000-4000-
 SELECT regress.try($$INSERT INTO attribution_events VALUES ('e0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000001', now(), 1, '{not json')$$);
 SELECT regress.try($$INSERT INTO attribution_events VALUES ('e0000000-0000-4000-8000-000000000001', 'b0000000-0000-4000-8000-000000000009', now(), 1, '{}')$$);
 
+-- Valid timestamps whose window would end past the last one Postgres can store.
+SELECT regress.try($$INSERT INTO attribution_events VALUES ('e0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000001', '294247-01-11', 1, '{}')$$);
+SELECT regress.try($$INSERT INTO attribution_events VALUES ('e0000000-0000-4000-8000-000000000001', 'a0000000-0000-4000-8000-000000000001', '294276-12-31 12:00Z', 1, '{}')$$);
+
+-- A malformed tenant context.
+SELECT set_config('attribution.tenant_id', 'not-a-uuid', true);
+SELECT regress.try($$SELECT schedule_recompute_window('a0000000-0000-4000-8000-000000000001', '2026-03-01', '2026-03-02')$$);
+SELECT set_config('attribution.tenant_id', '', true);
+
 -- Acting for another tenant than the transaction's context.
 SELECT set_config('attribution.tenant_id', 'b0000000-0000-4000-8000-000000000009', true);
 SELECT regress.try($$SELECT * FROM compute_allocations('a0000000-0000-4000-8000-000000000001', '2026-03-01', '2026-03-02')$$);
