@@ -146,7 +146,8 @@ const DAY_LOCK: u16 = 1;
 /// the sub-id, the lock kind and 15 more bits of it. A collision only makes two unrelated
 /// windows wait for each other now and then.
 fn lock_tag(key: &str, kind: u16) -> (u32, u16) {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash =
+        key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     (hash as u32, (((hash >> 32) as u16) & 0x7fff) << 1 | kind)
 }
 

@@ -35,7 +35,9 @@ impl AttributionError {
         use PgSqlErrorCode::*;
         match self {
             Self::NullArgument(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            Self::Window(WindowError::NotFinite | WindowError::BeyondRange) => ERRCODE_DATETIME_FIELD_OVERFLOW,
+            Self::Window(WindowError::NotFinite | WindowError::BeyondRange) => {
+                ERRCODE_DATETIME_FIELD_OVERFLOW
+            }
             Self::Window(_) => ERRCODE_INVALID_PARAMETER_VALUE,
             Self::CorrelationId(CorrelationIdError::TooLong(_)) => ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
             Self::CorrelationId(_) => ERRCODE_INVALID_PARAMETER_VALUE,
@@ -56,7 +58,9 @@ impl AttributionError {
                 Some("Split the range into shorter windows, or raise attribution.max_window.")
             }
             Self::Window(WindowError::NotFinite) => Some("Use finite timestamps, not 'infinity'."),
-            Self::Window(WindowError::BeyondRange) => Some("Check occurred_at: it is within one window of the end of the timestamp range."),
+            Self::Window(WindowError::BeyondRange) => {
+                Some("Check occurred_at: it is within one window of the end of the timestamp range.")
+            }
             Self::CorrelationId(_) => Some(
                 "Correlation ids are 1 to 128 visible ASCII characters (no spaces or control characters).",
             ),

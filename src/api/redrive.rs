@@ -55,7 +55,9 @@ fn redrive(failed_job_id: Option<i64>) -> Result<pgrx::Uuid, AttributionError> {
         correlation_id,
     }]);
     Spi::run_with_args(
-        &format!("UPDATE {schema}.worker_failed_jobs SET redriven_at = now() WHERE tenant_id = $1 AND id = $2"),
+        &format!(
+            "UPDATE {schema}.worker_failed_jobs SET redriven_at = now() WHERE tenant_id = $1 AND id = $2"
+        ),
         &[tenant_id.into(), failed_job_id.into()],
     )
     .expect("marking the dead letter redriven");

@@ -141,7 +141,10 @@ mod tests {
     #[test]
     fn buckets_past_the_last_timestamp_are_refused() {
         let last_day = END_TIMESTAMP - DAY_US;
-        assert_eq!(Window::schedulable_bucket(last_day - 1, DAY), Ok(Window { start: last_day - DAY_US, end: last_day }));
+        assert_eq!(
+            Window::schedulable_bucket(last_day - 1, DAY),
+            Ok(Window { start: last_day - DAY_US, end: last_day })
+        );
         assert_eq!(Window::schedulable_bucket(last_day, DAY), Err(WindowError::BeyondRange));
         assert_eq!(Window::schedulable_bucket(END_TIMESTAMP - 1, DAY), Err(WindowError::BeyondRange));
     }

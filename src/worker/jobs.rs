@@ -125,10 +125,11 @@ fn installed_version() -> String {
     if let Some(version) = cached {
         return version;
     }
-    let version: String = Spi::get_one("SELECT extversion::text FROM pg_catalog.pg_extension WHERE extname = 'pg_attribution'")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let version: String =
+        Spi::get_one("SELECT extversion::text FROM pg_catalog.pg_extension WHERE extname = 'pg_attribution'")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
     VERSION_SEEN.with(|v| *v.borrow_mut() = Some((Instant::now(), version.clone())));
     version
 }
@@ -172,14 +173,18 @@ pub fn run_next(state: &mut WorkerState) -> bool {
 
     if let Err(reason) = &job.window {
         // Nothing about this row will change by retrying it.
-        let failure = Failure { sqlstate: Some("22023".into()), message: format!("the job row cannot run: {reason}") };
+        let failure =
+            Failure { sqlstate: Some("22023".into()), message: format!("the job row cannot run: {reason}") };
         record_outcome(&job, &failure, Outcome::DeadLetter);
         return true;
     }
-    report_activity(pg_sys::BackendState::STATE_RUNNING, &format!(
-        "pg_attribution job {} tenant {} model {} correlation_id {}",
-        job.id, job.tenant_id, job.model_version, job.correlation_id
-    ));
+    report_activity(
+        pg_sys::BackendState::STATE_RUNNING,
+        &format!(
+            "pg_attribution job {} tenant {} model {} correlation_id {}",
+            job.id, job.tenant_id, job.model_version, job.correlation_id
+        ),
+    );
     let started = Instant::now();
     // The following job is claimed in the same transaction, so its claim commits with
     // this job's result: one transaction and one WAL flush per job instead of two. The
@@ -203,7 +208,11 @@ pub fn run_next(state: &mut WorkerState) -> bool {
             } else if job.attempts >= gucs::max_attempts() {
                 Outcome::DeadLetter
             } else {
-                Outcome::Retry(backoff(job.attempts.max(1) as u32, gucs::retry_delay(), gucs::retry_delay_max()))
+                Outcome::Retry(backoff(
+                    job.attempts.max(1) as u32,
+                    gucs::retry_delay(),
+                    gucs::retry_delay_max(),
+                ))
             };
             record_outcome(&job, &failure, outcome);
         }
@@ -471,11 +480,15 @@ pub fn recover_orphans() {
         });
         let failure = Failure {
             sqlstate: None,
-            message: "the worker running this job exited before finishing it (crash, kill or shutdown)".into(),
+            message: "the worker running this job exited before finishing it (crash, kill or shutdown)"
+                .into(),
         };
         for job in &orphans {
-            let outcome =
-                if job.attempts >= gucs::max_attempts() { Outcome::DeadLetter } else { Outcome::Retry(Duration::ZERO) };
+            let outcome = if job.attempts >= gucs::max_attempts() {
+                Outcome::DeadLetter
+            } else {
+                Outcome::Retry(Duration::ZERO)
+            };
             record_failure(job, &failure, outcome);
         }
     });

@@ -121,7 +121,9 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
 /// back instead of stalling the worker.
 fn apply_session_settings() {
     let lock_timeout = std::ffi::CString::new(gucs::lock_timeout_ms().to_string()).expect("digits");
-    for (name, value) in [(c"search_path", c"pg_catalog, pg_temp"), (c"lock_timeout", lock_timeout.as_c_str())] {
+    for (name, value) in
+        [(c"search_path", c"pg_catalog, pg_temp"), (c"lock_timeout", lock_timeout.as_c_str())]
+    {
         // SAFETY: setting GUCs for this process's session.
         unsafe {
             pg_sys::SetConfigOption(

@@ -1,7 +1,9 @@
 # Helpers for end-to-end tests: each test gets a fresh database on the shared e2e cluster
 # and talks to it through real client connections, committing as an application would.
 
-E2E_DATA="$ROOT/target/e2e/data"
+E2E_DATA=${E2E_DATA:-$ROOT/target/e2e/data}
+# Scratch files of this cluster's tests (another cluster may run beside it).
+E2E_DIR=$(dirname "$E2E_DATA")
 E2E_PORT=${E2E_PORT:-54333}
 E2E_DB=${E2E_DB:-attribution_e2e}
 

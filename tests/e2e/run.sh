@@ -5,6 +5,9 @@ set -euo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 . "$ROOT/tests/e2e/lib.sh"
 
+# pgrx attaches a Rust backtrace to errors when RUST_BACKTRACE is set in the server's
+# environment; set it so that the tests checking that clients never see one mean something.
+export RUST_BACKTRACE=1
 cluster_start "$E2E_DATA" "$E2E_PORT" "${E2E_CONF[@]}"
 trap 'cluster_stop "$E2E_DATA"' EXIT
 

@@ -15,12 +15,12 @@ sql -c "COPY (SELECT gen_random_uuid(),
                      timestamptz '2026-02-01 00:00+00' + (g % 3) * interval '1 day' + (g % 86400) * interval '1 second',
                      (g * 7919) % 100000 - 5000,
                      '{}'::jsonb
-                FROM generate_series(1, 100000) g) TO STDOUT" > "$ROOT/target/e2e/events.copy"
+                FROM generate_series(1, 100000) g) TO STDOUT" > "$E2E_DIR/events.copy"
 # COPY and count in one transaction, before the workers can see (and drain) the jobs.
-pending=$(sql -1 -c "\\copy attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload) FROM '$ROOT/target/e2e/events.copy'" \
+pending=$(sql -1 -c "\\copy attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload) FROM '$E2E_DIR/events.copy'" \
                  -c "SELECT count(*) FILTER (WHERE status = 'pending') || '/' || count(DISTINCT (tenant_id, window_start))
                        FROM attribution_recompute_jobs WHERE window_end - window_start = interval '1 day'")
-rm -f "$ROOT/target/e2e/events.copy"
+rm -f "$E2E_DIR/events.copy"
 assert_eq "$pending" "6/6" "the COPY left exactly 6 pending jobs, one per tenant and UTC day"
 assert_eq "$(sql -c "SELECT count(*) FROM attribution_events")" 100000 "COPY loaded 100k events"
 

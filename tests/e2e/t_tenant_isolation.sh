@@ -38,21 +38,21 @@ echo "  ok: an RLS-bound role cannot COPY FROM into attribution_events"
 
 # The bulk path for RLS-bound loaders: COPY into a temporary table (no RLS there), then
 # one INSERT ... SELECT, which RLS checks row by row and the trigger schedules as one statement.
-printf 'dddddddd-0000-4000-8000-00000000000%s\taaaaaaaa-0000-4000-8000-000000000001\t2026-02-05T10:00:00Z\t%s\n' 1 100 2 200 > "$ROOT/target/e2e/staged.tsv"
+printf 'dddddddd-0000-4000-8000-00000000000%s\taaaaaaaa-0000-4000-8000-000000000001\t2026-02-05T10:00:00Z\t%s\n' 1 100 2 200 > "$E2E_DIR/staged.tsv"
 as_loader -c "SET attribution.tenant_id = 'aaaaaaaa-0000-4000-8000-000000000001'" \
           -c "CREATE TEMP TABLE staged (LIKE attribution_events INCLUDING DEFAULTS)" \
-          -c "\\copy staged (id, tenant_id, occurred_at, revenue_cents) FROM '$ROOT/target/e2e/staged.tsv'" \
+          -c "\\copy staged (id, tenant_id, occurred_at, revenue_cents) FROM '$E2E_DIR/staged.tsv'" \
           -c "INSERT INTO attribution_events SELECT * FROM staged"
 assert_eq "$(sql -c "SELECT count(*) FROM attribution_events WHERE id::text LIKE 'dddddddd%'")" 2 \
     "a loader's staged rows reach attribution_events through INSERT ... SELECT"
 assert_eq "$(sql -c "SELECT count(*) FROM attribution_recompute_jobs WHERE window_start = '2026-02-05Z'")" 1 \
     "the staged insert scheduled its window"
-printf 'dddddddd-0000-4000-8000-000000000009\tbbbbbbbb-0000-4000-8000-000000000002\t2026-02-05T10:00:00Z\t1\n' > "$ROOT/target/e2e/staged.tsv"
+printf 'dddddddd-0000-4000-8000-000000000009\tbbbbbbbb-0000-4000-8000-000000000002\t2026-02-05T10:00:00Z\t1\n' > "$E2E_DIR/staged.tsv"
 if as_loader -c "SET attribution.tenant_id = 'aaaaaaaa-0000-4000-8000-000000000001'" \
              -c "CREATE TEMP TABLE staged (LIKE attribution_events INCLUDING DEFAULTS)" \
-             -c "\\copy staged (id, tenant_id, occurred_at, revenue_cents) FROM '$ROOT/target/e2e/staged.tsv'" \
+             -c "\\copy staged (id, tenant_id, occurred_at, revenue_cents) FROM '$E2E_DIR/staged.tsv'" \
              -c "INSERT INTO attribution_events SELECT * FROM staged" 2>/dev/null; then
     fail "a loader inserted another tenant's staged rows"
 fi
 echo "  ok: RLS still checks staged rows: another tenant's row is refused"
-rm -f "$ROOT/target/e2e/staged.tsv"
+rm -f "$E2E_DIR/staged.tsv"
