@@ -1,0 +1,45 @@
+# A lock someone else holds never costs a job an attempt: an application role that
+# locks attribution_events (Postgres lets any role with UPDATE do that) makes the
+# workers time out after attribution.lock_timeout and put the job back, again and again,
+# without dead-lettering it even with max_attempts = 1; once the lock is gone the job
+# succeeds. The window locks themselves are object locks no session can take.
+
+sql >/dev/null <<'SQL'
+INSERT INTO attribution_tenants (id, name) VALUES ('aaaaaaaa-0000-4000-8000-000000000001', 'acme');
+INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+VALUES (gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', '2026-04-01 12:00Z', 100);
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'e2e_locker') THEN CREATE ROLE e2e_locker LOGIN; END IF;
+END $$;
+GRANT attribution_app TO e2e_locker;
+SQL
+wait_for_drain 20
+reload_with "attribution.max_attempts = 1" "attribution.lock_timeout = '300ms'"
+
+# The hostile session holds the table lock for 4 seconds.
+"$PG_BIN/psql" -X -q -h "$E2E_DATA" -p "$E2E_PORT" -U e2e_locker -d "$E2E_DB" \
+    -c "BEGIN" -c "LOCK TABLE attribution_events IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(4)" -c "COMMIT" >/dev/null &
+locker=$!
+wait_for 10 "SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                             WHERE c.relname = 'attribution_events' AND l.mode = 'AccessExclusiveLock' AND l.granted)"
+sql -c "SELECT schedule_recompute_window('aaaaaaaa-0000-4000-8000-000000000001', '2026-04-01', '2026-04-02', 'req-locked')" >/dev/null
+wait $locker
+wait_for 20 "SELECT status = 'succeeded' FROM attribution_recompute_jobs WHERE last_correlation_id = 'req-locked'"
+assert_eq "$(sql -c "SELECT count(*) FROM worker_failed_jobs")" 0 "lock waits dead-lettered nothing, even with max_attempts = 1"
+puts=$(grep -c "correlation_id req-locked put back without spending an attempt" "$E2E_DATA/server.log" || true)
+[ "$puts" -ge 2 ] || fail "expected the job to be put back at least twice while the lock was held, saw $puts"
+echo "  ok: the job was put back $puts times while the table was locked, then succeeded"
+assert_eq "$(events_off_by_a_cent)" 0 "its allocations add up"
+
+# The window locks are object locks of the extension's own class (no SQL command takes
+# one), not advisory locks anyone could take first.
+assert_eq "$(sql <<'SQL'
+BEGIN;
+SELECT FROM compute_allocations('aaaaaaaa-0000-4000-8000-000000000001', '2026-04-01', '2026-04-02');
+SELECT (SELECT count(*) FROM pg_locks l JOIN pg_extension e ON e.extname = 'pg_attribution'
+         WHERE l.locktype = 'object' AND l.classid = e.oid AND l.pid = pg_backend_pid())
+       || '/' ||
+       (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid());
+ROLLBACK;
+SQL
+)" "2/0" "compute_allocations holds the tenant and day object locks, and no advisory lock"
