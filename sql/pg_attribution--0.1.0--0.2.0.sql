@@ -4,7 +4,7 @@
 --   * the queue, dead letters and allocations are written only by the extension:
 --     application roles read them and act through SECURITY DEFINER functions;
 --   * CHECK constraints on job counters, windows and correlation ids;
---   * indexes for the fair (per-tenant round-robin) claim;
+--   * indexes for the fair (per-tenant round-robin) claim, replacing the run_after one;
 --   * every function that runs SQL has a pinned search_path;
 --   * attribution_queue_health counts workers for application roles too.
 -- Released scripts are frozen: fix forward in the next script.
@@ -65,6 +65,9 @@ ALTER TABLE worker_failed_jobs
     ADD CONSTRAINT worker_failed_jobs_attempts CHECK (attempts >= 0),
     ADD CONSTRAINT worker_failed_jobs_correlation_id CHECK (correlation_id ~ '^[!-~]{1,128}$');
 
+-- The claim goes tenant by tenant now; a global run_after index would tempt the
+-- planner into filtering every tenant's jobs.
+DROP INDEX attribution_recompute_jobs_runnable_idx;
 CREATE INDEX attribution_recompute_jobs_tenant_runnable_idx
     ON attribution_recompute_jobs (tenant_id, run_after) WHERE status = 'pending';
 CREATE INDEX attribution_recompute_jobs_tenant_started_idx

@@ -155,10 +155,8 @@ CREATE TABLE attribution_recompute_jobs (
     CONSTRAINT attribution_recompute_jobs_correlation_id
         CHECK (last_correlation_id ~ '^[!-~]{1,128}$')
 );
--- When the next retry is due (until_next_due), and queue health.
-CREATE INDEX attribution_recompute_jobs_runnable_idx
-    ON attribution_recompute_jobs (run_after) WHERE status = 'pending';
--- The claim: tenants with runnable jobs, each one's oldest runnable job first...
+-- The claim: tenants with runnable jobs, each one's oldest runnable job first (also
+-- when the next retry is due)...
 CREATE INDEX attribution_recompute_jobs_tenant_runnable_idx
     ON attribution_recompute_jobs (tenant_id, run_after) WHERE status = 'pending';
 -- ...taking the tenant served longest ago first.

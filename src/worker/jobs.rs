@@ -303,7 +303,9 @@ fn claim() -> Option<Job> {
                   CROSS JOIN LATERAL (
                         SELECT j.tenant_id, j.id FROM {schema}.attribution_recompute_jobs j
                          WHERE j.tenant_id = turns.tenant_id AND j.status = 'pending' AND j.run_after <= now()
-                         ORDER BY j.run_after
+                         -- tenant_id first, so that the plan reads this tenant's index
+                         -- range instead of filtering every tenant's jobs by run_after.
+                         ORDER BY j.tenant_id, j.run_after
                          LIMIT 1
                            FOR UPDATE SKIP LOCKED) c
                   LIMIT 1
