@@ -9,15 +9,28 @@ use crate::queue::to_timestamptz;
 use pgrx::pg_sys::BuiltinOid::*;
 use pgrx::prelude::*;
 
+/// Whether a writer waits for another writer of an overlapping window.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LockWait {
+    /// Wait, as a client calling compute_allocations() expects.
+    Wait,
+    /// Fail at once with lock_not_available (55P03). The workers use this: they put the
+    /// job back without spending an attempt and run other tenants' jobs meanwhile, so a
+    /// session that keeps a window busy (say, compute_allocations() in a transaction it
+    /// leaves open) cannot tie up a worker.
+    NoWait,
+}
+
 /// Computes the window and returns (events in the window, allocation rows written).
 pub fn compute_window(
     tenant_id: pgrx::Uuid,
     window: Window,
     model_version: &str,
     correlation_id: &str,
+    wait: LockWait,
 ) -> Result<(i64, i64), AttributionError> {
     let model = load_model(model_version)?;
-    lock_window(tenant_id, model_version, window);
+    lock_window(tenant_id, model_version, window, wait);
 
     // Upsert only what differs (no dead tuples, no updated_at churn on a re-run), and
     // drop allocations for channels the model no longer has. Allocations of deleted
@@ -120,13 +133,22 @@ pub fn compute_window(
 /// pg_locks), so a hostile session could hold a tenant's key and stall its jobs. No SQL
 /// command takes an object lock of this class. They are transaction-scoped, show in
 /// pg_locks as locktype 'object', and honour lock_timeout and the deadlock detector.
-fn lock_window(tenant_id: pgrx::Uuid, model_version: &str, window: Window) {
+fn lock_window(tenant_id: pgrx::Uuid, model_version: &str, window: Window, wait: LockWait) {
     let class = catalog::extension_oid();
     let key = format!("{tenant_id}/{model_version}");
     let take = |key: &str, kind: u16, mode: u32| {
         let (objid, subid) = lock_tag(key, kind);
-        // SAFETY: a transaction-scoped lock; an ERROR (timeout, deadlock) unwinds as usual.
-        unsafe { pg_sys::LockDatabaseObject(class, objid.into(), subid, mode as pg_sys::LOCKMODE) };
+        let mode = mode as pg_sys::LOCKMODE;
+        // SAFETY: transaction-scoped locks; an ERROR (timeout, deadlock) unwinds as usual.
+        if wait == LockWait::Wait {
+            unsafe { pg_sys::LockDatabaseObject(class, objid.into(), subid, mode) };
+        } else if !unsafe { pg_sys::ConditionalLockDatabaseObject(class, objid.into(), subid, mode) } {
+            ereport!(
+                PgLogLevel::ERROR,
+                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                format!("window of tenant {tenant_id} and model {model_version} is being computed by another transaction")
+            );
+        }
     };
     match window.lock_granules() {
         Some(days) => {

@@ -33,7 +33,13 @@ fn compute(
     let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref())?;
 
     let scope = tenancy::enter(tenant_id)?;
-    let result = crate::compute::compute_window(tenant_id, window, model_version, &correlation_id);
+    let result = crate::compute::compute_window(
+        tenant_id,
+        window,
+        model_version,
+        &correlation_id,
+        crate::compute::LockWait::Wait,
+    );
     scope.leave();
     result
 }

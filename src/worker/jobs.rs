@@ -4,7 +4,7 @@
 
 use super::BACKEND_TYPE;
 use crate::catalog;
-use crate::compute::compute_window;
+use crate::compute::{compute_window, LockWait};
 use crate::engine::retry::backoff;
 use crate::engine::window::{Window, WindowError, MICROS_PER_SECOND};
 use crate::gucs;
@@ -346,8 +346,9 @@ fn run(job: &Job) -> (i64, i64) {
     inject_failure(job);
 
     let window = job.window.clone().unwrap_or_else(|e| crate::errors::AttributionError::from(e).report());
-    let result = compute_window(job.tenant_id, window, &job.model_version, &job.correlation_id)
-        .unwrap_or_else(|e| e.report());
+    let result =
+        compute_window(job.tenant_id, window, &job.model_version, &job.correlation_id, LockWait::NoWait)
+            .unwrap_or_else(|e| e.report());
 
     // A request that arrived during the run set rerun_requested: run once more.
     let finish = catalog::statement("finish_job", &catalog::types(&[UUIDOID, UUIDOID]), |schema| {

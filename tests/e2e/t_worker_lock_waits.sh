@@ -5,7 +5,8 @@
 # succeeds. The window locks themselves are object locks no session can take.
 
 sql >/dev/null <<'SQL'
-INSERT INTO attribution_tenants (id, name) VALUES ('aaaaaaaa-0000-4000-8000-000000000001', 'acme');
+INSERT INTO attribution_tenants (id, name) VALUES
+    ('aaaaaaaa-0000-4000-8000-000000000001', 'acme'), ('bbbbbbbb-0000-4000-8000-000000000002', 'globex');
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
 VALUES (gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', '2026-04-01 12:00Z', 100);
 DO $$ BEGIN
@@ -30,6 +31,33 @@ puts=$(grep -c "correlation_id req-locked put back without spending an attempt" 
 [ "$puts" -ge 2 ] || fail "expected the job to be put back at least twice while the lock was held, saw $puts"
 echo "  ok: the job was put back $puts times while the table was locked, then succeeded"
 assert_eq "$(events_off_by_a_cent)" 0 "its allocations add up"
+
+# A session that keeps one of its windows busy (compute_allocations in a transaction it
+# leaves open) does not tie up a worker: the worker does not wait for window locks, it
+# puts the job back at once, and another tenant's job runs meanwhile.
+"$PG_BIN/psql" -X -q -h "$E2E_DATA" -p "$E2E_PORT" -U e2e_locker -d "$E2E_DB" \
+    -c "BEGIN" -c "SET LOCAL attribution.tenant_id = 'aaaaaaaa-0000-4000-8000-000000000001'" \
+    -c "SELECT FROM compute_allocations('aaaaaaaa-0000-4000-8000-000000000001', '2026-04-01', '2026-04-02')" \
+    -c "SELECT pg_sleep(5)" -c "COMMIT" >/dev/null &
+locker=$!
+wait_for 10 "SELECT count(*) = 2 FROM pg_locks l JOIN pg_extension e ON e.extname = 'pg_attribution'
+              WHERE l.locktype = 'object' AND l.classid = e.oid AND l.granted"
+sql -c "SELECT schedule_recompute_window('aaaaaaaa-0000-4000-8000-000000000001', '2026-04-01', '2026-04-02', 'req-busy')" \
+    -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+        VALUES (gen_random_uuid(), 'bbbbbbbb-0000-4000-8000-000000000002', '2026-04-01 12:00Z', 100)" >/dev/null
+wait_for 3 "SELECT status = 'succeeded' FROM attribution_recompute_jobs
+             WHERE tenant_id = 'bbbbbbbb-0000-4000-8000-000000000002' AND window_start = '2026-04-01Z'"
+echo "  ok: the other tenant's job ran while the window was busy"
+# Between tries the job waits a second as pending, its attempt given back.
+wait_for 5 "SELECT status = 'pending' AND attempts = 0 AND run_count >= 1 FROM attribution_recompute_jobs WHERE last_correlation_id = 'req-busy'"
+grep -q "correlation_id req-busy put back without spending an attempt" "$E2E_DATA/server.log" \
+    || fail "the busy window's job was not put back"
+echo "  ok: the busy window's job is put back with no attempt spent"
+kill -0 $locker 2>/dev/null || fail "the lock holder finished too early for this check to mean anything"
+wait $locker
+wait_for 20 "SELECT status = 'succeeded' FROM attribution_recompute_jobs WHERE last_correlation_id = 'req-busy'"
+echo "  ok: once the window is free, its job succeeds"
+assert_eq "$(sql -c "SELECT count(*) FROM worker_failed_jobs")" 0 "still nothing dead-lettered"
 
 # The window locks are object locks of the extension's own class (no SQL command takes
 # one), not advisory locks anyone could take first.
