@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: engine unit tests and #[pg_test]s (cargo pgrx test), pg_regress
-# for the documented SQL behaviour, and end-to-end tests on a real cluster.
+# for the documented SQL behaviour, the upgrade from the released 0.1.0, and end-to-end
+# tests on a real cluster.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -16,6 +17,9 @@ install_extension debug
 
 log "pg_regress"
 "$ROOT/scripts/regress.sh"
+
+log "upgrade from the released 0.1.0"
+"$ROOT/tests/upgrade/run.sh"
 
 log "end-to-end"
 "$ROOT/tests/e2e/run.sh"
