@@ -38,7 +38,7 @@ assert_eq "$(events_off_by_a_cent)" 0 "its allocations add up"
 "$PG_BIN/psql" -X -q -h "$E2E_DATA" -p "$E2E_PORT" -U e2e_locker -d "$E2E_DB" \
     -c "BEGIN" -c "SET LOCAL attribution.tenant_id = 'aaaaaaaa-0000-4000-8000-000000000001'" \
     -c "SELECT FROM compute_allocations('aaaaaaaa-0000-4000-8000-000000000001', '2026-04-01', '2026-04-02')" \
-    -c "SELECT pg_sleep(5)" -c "COMMIT" >/dev/null &
+    -c "SELECT pg_sleep(8)" -c "COMMIT" >/dev/null &
 locker=$!
 wait_for 10 "SELECT count(*) = 2 FROM pg_locks l JOIN pg_extension e ON e.extname = 'pg_attribution'
               WHERE l.locktype = 'object' AND l.classid = e.oid AND l.granted"
@@ -47,13 +47,13 @@ sql -c "SELECT schedule_recompute_window('aaaaaaaa-0000-4000-8000-000000000001',
         VALUES (gen_random_uuid(), 'bbbbbbbb-0000-4000-8000-000000000002', '2026-04-01 12:00Z', 100)" >/dev/null
 wait_for 3 "SELECT status = 'succeeded' FROM attribution_recompute_jobs
              WHERE tenant_id = 'bbbbbbbb-0000-4000-8000-000000000002' AND window_start = '2026-04-01Z'"
+kill -0 $locker 2>/dev/null || fail "the lock holder finished too early for this check to mean anything"
 echo "  ok: the other tenant's job ran while the window was busy"
 # Between tries the job waits a second as pending, its attempt given back.
 wait_for 5 "SELECT status = 'pending' AND attempts = 0 AND run_count >= 1 FROM attribution_recompute_jobs WHERE last_correlation_id = 'req-busy'"
 grep -q "correlation_id req-busy put back without spending an attempt" "$E2E_DATA/server.log" \
     || fail "the busy window's job was not put back"
 echo "  ok: the busy window's job is put back with no attempt spent"
-kill -0 $locker 2>/dev/null || fail "the lock holder finished too early for this check to mean anything"
 wait $locker
 wait_for 20 "SELECT status = 'succeeded' FROM attribution_recompute_jobs WHERE last_correlation_id = 'req-busy'"
 echo "  ok: once the window is free, its job succeeds"
