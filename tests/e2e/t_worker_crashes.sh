@@ -5,12 +5,15 @@ sql >/dev/null <<'SQL'
 INSERT INTO attribution_tenants (id, name) VALUES ('aaaaaaaa-0000-4000-8000-000000000001', 'acme');
 SQL
 
-# 1. kill -9 mid-job. A session holds the lock the job's compute needs, so the job is
-#    provably in the middle of its run when the worker is killed.
-lock_key="pg_attribution/aaaaaaaa-0000-4000-8000-000000000001/1.0.0"
-( sql -c "SELECT pg_advisory_lock(hashtextextended('$lock_key', 0))" -c "SELECT pg_sleep(60)" >/dev/null 2>&1 || true ) &
+# 1. kill -9 mid-job. A session holds attribution_allocations in SHARE mode, so the job
+#    waits to write its allocations and is provably in the middle of its run when the
+#    worker is killed. (Advisory locks no longer hold up a job: the workers take none.)
+#    The worker's lock_timeout is raised so that it does not put the job back first.
+reload_with "attribution.lock_timeout = '60s'"
+( PGAPPNAME=e2e_lock_holder sql -c "BEGIN" -c "LOCK TABLE attribution_allocations IN SHARE MODE" -c "SELECT pg_sleep(60)" >/dev/null 2>&1 || true ) &
 holder=$!
-sleep 0.5
+wait_for 10 "SELECT count(*) = 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+              WHERE a.application_name = 'e2e_lock_holder' AND l.relation = 'attribution_allocations'::regclass AND l.granted"
 sql -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
         SELECT gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', timestamptz '2026-02-01 00:00Z' + g * interval '1 minute', g
           FROM generate_series(1, 500) g" >/dev/null
@@ -45,7 +48,8 @@ assert_eq "$(sql -c "SELECT attempts || '/' || (error_message LIKE 'the worker r
     "after 3 crashed attempts the job is dead-lettered, not looping"
 reload_with "attribution.failure_injection = off"
 wait_for_workers 2
-sql -c "UPDATE attribution_recompute_jobs SET inject_failure = NULL" -c "SELECT redrive_failed_job(id) FROM worker_failed_jobs" >/dev/null
+sql -c "UPDATE attribution_recompute_jobs SET inject_failure = NULL" \
+    -c "SET attribution.tenant_id = 'aaaaaaaa-0000-4000-8000-000000000001'" -c "SELECT redrive_failed_job(id) FROM worker_failed_jobs" >/dev/null
 wait_for_drain 30
 echo "  ok: re-driven once fixed, the job completes"
 

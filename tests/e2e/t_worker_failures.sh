@@ -42,7 +42,9 @@ echo "  ok: the workers keep draining after a dead-lettered job"
 
 # Re-drive once the cause is fixed.
 sql -c "UPDATE attribution_recompute_jobs SET inject_failure = NULL WHERE window_start = '2026-02-02Z'" >/dev/null
-job=$(sql -c "SELECT redrive_failed_job(id) FROM worker_failed_jobs")
+# redrive_failed_job runs as the extension's owner and shows only the context's tenant's
+# dead letters, for a superuser too.
+job=$(sql -c "SET attribution.tenant_id = 'aaaaaaaa-0000-4000-8000-000000000001'" -c "SELECT redrive_failed_job(id) FROM worker_failed_jobs")
 wait_for 10 "SELECT status = 'succeeded' FROM attribution_recompute_jobs WHERE id = '$job'"
 assert_eq "$(sql -c "SELECT last_correlation_id || '/' || (SELECT redriven_at IS NOT NULL FROM worker_failed_jobs) FROM attribution_recompute_jobs WHERE id = '$job'")" \
     "req-fail-02/true" "a re-driven job keeps its correlation id and succeeds"
@@ -50,13 +52,14 @@ assert_eq "$(events_off_by_a_cent)" 0 "allocations sum to revenue"
 assert_eq "$(sql -c "SELECT dead_letters FROM attribution_queue_health")" 0 "re-driven dead letters no longer count"
 
 # attribution.job_timeout cancels a run that takes too long; it counts as a failed
-# attempt with SQLSTATE 57014 and is retried. The job is held up on the lock its
-# compute needs, taken by another session.
+# attempt with SQLSTATE 57014 and is retried. The job is held up writing its allocations:
+# another session holds attribution_allocations in SHARE mode. (Advisory locks no longer
+# hold up a job: the workers do not take any.)
 reload_with "attribution.failure_injection = off" "attribution.job_timeout = '300ms'" "attribution.max_attempts = 1"
-lock_key="pg_attribution/aaaaaaaa-0000-4000-8000-000000000001/1.0.0"
-( sql -c "SELECT pg_advisory_lock(hashtextextended('$lock_key', 0))" -c "SELECT pg_sleep(3)" >/dev/null 2>&1 || true ) &
+( PGAPPNAME=e2e_lock_holder sql -c "BEGIN" -c "LOCK TABLE attribution_allocations IN SHARE MODE" -c "SELECT pg_sleep(3)" >/dev/null 2>&1 || true ) &
 holder=$!
-sleep 0.3
+wait_for 3 "SELECT count(*) = 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'e2e_lock_holder' AND l.relation = 'attribution_allocations'::regclass AND l.granted"
 sql -c "SET attribution.correlation_id = 'req-slow'" \
     -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents) VALUES (gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', '2026-02-20 12:00Z', 1)" >/dev/null
 wait_for 10 "SELECT status = 'failed' FROM attribution_recompute_jobs WHERE window_start = '2026-02-20Z'"
