@@ -7,6 +7,8 @@
 --   * indexes for the fair (per-tenant round-robin) claim, replacing the run_after one;
 --   * every function that runs SQL has a pinned search_path;
 --   * attribution_queue_health counts workers for application roles too.
+--   * constraints that bound functions through the search_path are rebound to pg_catalog;
+--   * every statement here names pg_catalog where a look-alike could match better.
 -- Released scripts are frozen: fix forward in the next script.
 \echo Use "ALTER EXTENSION pg_attribution UPDATE TO '0.2.0'" to load this file. \quit
 
@@ -20,6 +22,20 @@ SELECT CASE WHEN pg_catalog.current_setting('attribution.tenant_id', true) OPERA
 $$;
 
 ALTER FUNCTION attribution_models_track_channels() SET search_path = pg_catalog, pg_temp;
+
+-- 0.1.0 bound these checks through the search_path at CREATE EXTENSION time, so a
+-- look-alike cardinality() or array_position() in the extension's schema could have been
+-- bound in (and run as whoever writes a model). Rebind them to pg_catalog's.
+ALTER TABLE attribution_tenants DROP CONSTRAINT attribution_tenants_name_check,
+    ADD CONSTRAINT attribution_tenants_name_check CHECK (pg_catalog.length(name) BETWEEN 1 AND 200);
+ALTER TABLE attribution_models DROP CONSTRAINT attribution_models_channels_shape,
+    ADD CONSTRAINT attribution_models_channels_shape CHECK (
+        pg_catalog.cardinality(channels) BETWEEN 1 AND 64
+        AND pg_catalog.cardinality(weights) = pg_catalog.cardinality(channels)
+        AND pg_catalog.array_position(channels, NULL) IS NULL
+        AND pg_catalog.array_position(weights, NULL) IS NULL
+        AND 0 < ALL (weights)
+    );
 
 -- Events keyed by (tenant_id, id).
 ALTER TABLE attribution_allocations DROP CONSTRAINT attribution_allocations_event_fkey;
@@ -47,7 +63,7 @@ WITH unrunnable AS (
 )
 INSERT INTO worker_failed_jobs (job_id, tenant_id, payload, correlation_id, sqlstate, error_message, attempts)
 SELECT id, tenant_id,
-       jsonb_build_object('tenant_id', tenant_id, 'window_start', window_start,
+       pg_catalog.jsonb_build_object('tenant_id', tenant_id, 'window_start', window_start,
                           'window_end', window_end, 'model_version', model_version,
                           'correlation_id', last_correlation_id),
        last_correlation_id, '22008',

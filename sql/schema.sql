@@ -37,9 +37,15 @@ $$;
 
 CREATE TABLE attribution_tenants (
     id          uuid PRIMARY KEY,
-    name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    name        text NOT NULL CHECK (pg_catalog.length(name) BETWEEN 1 AND 200),
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Expressions stored in this file (constraints, defaults, policies, the view) bind their
+-- functions when CREATE EXTENSION runs, through a search_path that includes the
+-- extension's schema: a call that matches a built-in only through a polymorphic or
+-- coerced argument (cardinality(anyarray), say) names pg_catalog, so that a look-alike
+-- some role created in that schema can never be bound in.
 
 -- Attribution models. Not tenant data: one registry for the whole database (a reference
 -- table under Citus). Each channel's share is weight / sum(weights); ties in the
@@ -56,10 +62,10 @@ CREATE TABLE attribution_models (
     -- allocations for channels the model no longer gives.
     channels_changed_at timestamptz,
     CONSTRAINT attribution_models_channels_shape CHECK (
-        cardinality(channels) BETWEEN 1 AND 64
-        AND cardinality(weights) = cardinality(channels)
-        AND array_position(channels, NULL) IS NULL
-        AND array_position(weights, NULL) IS NULL
+        pg_catalog.cardinality(channels) BETWEEN 1 AND 64
+        AND pg_catalog.cardinality(weights) = pg_catalog.cardinality(channels)
+        AND pg_catalog.array_position(channels, NULL) IS NULL
+        AND pg_catalog.array_position(weights, NULL) IS NULL
         AND 0 < ALL (weights)
     )
 );
