@@ -86,8 +86,6 @@ ALTER TABLE worker_failed_jobs
 DROP INDEX attribution_recompute_jobs_runnable_idx;
 CREATE INDEX attribution_recompute_jobs_tenant_runnable_idx
     ON attribution_recompute_jobs (tenant_id, run_after) WHERE status = 'pending';
-CREATE INDEX attribution_recompute_jobs_tenant_started_idx
-    ON attribution_recompute_jobs (tenant_id, started_at) WHERE started_at IS NOT NULL;
 
 -- Worker count for every role.
 CREATE FUNCTION attribution_worker_count() RETURNS bigint

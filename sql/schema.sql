@@ -161,13 +161,10 @@ CREATE TABLE attribution_recompute_jobs (
     CONSTRAINT attribution_recompute_jobs_correlation_id
         CHECK (last_correlation_id ~ '^[!-~]{1,128}$')
 );
--- The claim: tenants with runnable jobs, each one's oldest runnable job first (also
--- when the next retry is due)...
+-- The claim: round the tenants with runnable jobs, each one's oldest runnable job
+-- first (and when the next retry is due).
 CREATE INDEX attribution_recompute_jobs_tenant_runnable_idx
     ON attribution_recompute_jobs (tenant_id, run_after) WHERE status = 'pending';
--- ...taking the tenant served longest ago first.
-CREATE INDEX attribution_recompute_jobs_tenant_started_idx
-    ON attribution_recompute_jobs (tenant_id, started_at) WHERE started_at IS NOT NULL;
 
 -- Dead letters: a job that failed its last attempt, with what is needed to understand
 -- and re-drive it.

@@ -64,6 +64,8 @@ pub struct WorkerState {
     refusal: Option<String>,
     /// A job claimed (committed as running) together with the previous job's result.
     claimed: Option<Job>,
+    /// The tenant of the last job this worker claimed: the round-robin cursor.
+    last_tenant: Option<pgrx::Uuid>,
 }
 
 /// Why jobs may not run here right now, if they may not: the extension is missing or
@@ -262,49 +264,37 @@ fn claim_if_allowed(state: &mut WorkerState) -> Option<Job> {
     let refused = refusal.is_some();
     state.note(refusal);
     if refused {
-        None
-    } else {
-        claim()
+        return None;
     }
+    let job = claim(state.last_tenant);
+    if let Some(job) = &job {
+        state.last_tenant = Some(job.tenant_id);
+    }
+    job
 }
 
-fn claim() -> Option<Job> {
+fn claim(after_tenant: Option<pgrx::Uuid>) -> Option<Job> {
     // The claim commits on its own: a run that crashes the worker has then already
     // counted as an attempt, so a job that always crashes ends in the dead-letter table.
     //
-    // Fair share: of the tenants with runnable jobs (found with a skip scan over the
-    // per-tenant runnable index), the one whose latest claim is oldest goes first, and
-    // within a tenant its oldest runnable job. A tenant's backlog therefore delays
-    // another tenant's job by at most the job each worker is running. If every runnable
-    // job of that tenant is being claimed by another worker, the next tenant's is taken.
+    // Fair share: each worker goes round the tenants with runnable jobs in tenant_id
+    // order, taking the oldest runnable job of the first tenant after the one it served
+    // last, and wrapping round. A tenant's backlog therefore delays another tenant's job
+    // by at most one job per worker. Each start point is one probe of the per-tenant
+    // runnable index; the second (wrapping round to the first tenant) is only probed
+    // when the first finds nothing. A job another worker is claiming is skipped (SKIP
+    // LOCKED), not waited for.
     // Counters saturate instead of overflowing, so no row can make the claim fail.
-    let stmt = catalog::statement("claim_job", &[], |schema| {
+    let stmt = catalog::statement("claim_job", &catalog::types(&[UUIDOID]), |schema| {
         format!(
-            "WITH RECURSIVE tenants(tenant_id) AS (
-                 (SELECT tenant_id FROM {schema}.attribution_recompute_jobs
-                   WHERE status = 'pending' AND run_after <= now()
-                   ORDER BY tenant_id LIMIT 1)
-                 UNION ALL
-                 SELECT (SELECT j.tenant_id FROM {schema}.attribution_recompute_jobs j
-                          WHERE j.status = 'pending' AND j.run_after <= now() AND j.tenant_id > t.tenant_id
-                          ORDER BY j.tenant_id LIMIT 1)
-                   FROM tenants t WHERE t.tenant_id IS NOT NULL
-             ),
-             turns AS MATERIALIZED (
-                 SELECT t.tenant_id,
-                        (SELECT max(s.started_at) FROM {schema}.attribution_recompute_jobs s
-                          WHERE s.tenant_id = t.tenant_id AND s.started_at IS NOT NULL) AS last_served
-                   FROM tenants t WHERE t.tenant_id IS NOT NULL
-                  ORDER BY last_served NULLS FIRST, t.tenant_id
-             ),
-             next AS (
+            "WITH next AS (
                  SELECT c.tenant_id, c.id
-                   FROM turns
+                   FROM (VALUES ($1::uuid), ('00000000-0000-0000-0000-000000000000'::uuid))
+                        AS start(from_tenant)
                   CROSS JOIN LATERAL (
                         SELECT j.tenant_id, j.id FROM {schema}.attribution_recompute_jobs j
-                         WHERE j.tenant_id = turns.tenant_id AND j.status = 'pending' AND j.run_after <= now()
-                         -- tenant_id first, so that the plan reads this tenant's index
-                         -- range instead of filtering every tenant's jobs by run_after.
+                         WHERE j.status = 'pending' AND j.run_after <= now()
+                           AND j.tenant_id >= start.from_tenant
                          ORDER BY j.tenant_id, j.run_after
                          LIMIT 1
                            FOR UPDATE SKIP LOCKED) c
@@ -322,10 +312,21 @@ fn claim() -> Option<Job> {
                     j.last_correlation_id, j.attempts, j.inject_failure"
         )
     });
+    let from = pgrx::Uuid::from_bytes(round_robin_start(after_tenant.map(|t| *t.as_bytes())));
     Spi::connect_mut(|client| {
-        let rows = client.update(&*stmt, Some(1), &[]).expect("claiming a job");
+        let rows = client.update(&*stmt, Some(1), &[from.into()]).expect("claiming a job");
         rows.into_iter().next().map(|row| Job::from_row(&row))
     })
+}
+
+/// Where the round-robin claim starts looking: the uuid right after the last tenant
+/// served (uuids compare as 128-bit big-endian numbers in Postgres), or the smallest
+/// uuid when none was served yet or the last one was the largest.
+fn round_robin_start(last_tenant: Option<[u8; 16]>) -> [u8; 16] {
+    match last_tenant.map(u128::from_be_bytes).and_then(|t| t.checked_add(1)) {
+        Some(next) => next.to_be_bytes(),
+        None => [0; 16],
+    }
 }
 
 /// Runs a claimed job: compute under the job's tenant context and correlation id, then
@@ -616,6 +617,20 @@ mod statement_timeout {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn round_robin_starts_right_after_the_last_tenant() {
+        let start = super::round_robin_start;
+        assert_eq!(start(None), [0; 16]);
+        assert_eq!(start(Some([0; 16])), 1u128.to_be_bytes());
+        let mut t = [0xaa; 16];
+        t[15] = 0xff;
+        let mut expected = [0xaa; 16];
+        expected[14] = 0xab;
+        expected[15] = 0x00;
+        assert_eq!(start(Some(t)), expected, "carries into the next byte");
+        assert_eq!(start(Some([0xff; 16])), [0; 16], "wraps round after the largest uuid");
+    }
+
     #[test]
     fn sqlstate_text_unpacks_codes() {
         // MAKE_SQLSTATE('2','2','0','0','4'): each character minus '0' in six bits, first lowest.
