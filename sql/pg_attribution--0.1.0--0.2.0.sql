@@ -56,6 +56,8 @@ UPDATE attribution_recompute_jobs SET last_correlation_id = id::text
 UPDATE worker_failed_jobs SET correlation_id = job_id::text
  WHERE correlation_id !~ '^[!-~]{1,128}$';
 UPDATE worker_failed_jobs SET attempts = 0 WHERE attempts < 0;
+-- inject_failure is for tests run by a DBA; under 0.1.0 any application role could set it.
+UPDATE attribution_recompute_jobs SET inject_failure = NULL WHERE inject_failure IS NOT NULL;
 WITH unrunnable AS (
     DELETE FROM attribution_recompute_jobs
      WHERE NOT (isfinite(window_start) AND isfinite(window_end))

@@ -28,7 +28,8 @@ fn redrive(failed_job_id: Option<i64>) -> Result<pgrx::Uuid, AttributionError> {
                             (payload->>'window_end')::timestamptz, payload->>'model_version',
                             correlation_id
                        FROM {schema}.worker_failed_jobs
-                      WHERE id = $1 AND tenant_id = {schema}.attribution_current_tenant()"
+                      WHERE id = $1
+                        AND tenant_id = NULLIF(pg_catalog.current_setting('attribution.tenant_id', true), '')::uuid"
                 ),
                 Some(1),
                 &[failed_job_id.into()],

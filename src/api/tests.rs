@@ -585,3 +585,23 @@ fn functions_that_run_sql_pin_their_search_path() {
     );
     assert_eq!(public_execute, 0, "SECURITY DEFINER functions revoke EXECUTE from PUBLIC");
 }
+
+#[pg_test]
+fn the_schedule_trigger_refuses_to_fire_on_any_other_table() {
+    tenants();
+    // 0.1.0 let any role attach the function to a table of its own; it runs as the
+    // extension's owner, so it must refuse to read anyone else's transition tables.
+    run("CREATE TABLE pg_temp.bait (tenant_id uuid, occurred_at timestamptz)");
+    run("CREATE TRIGGER bait AFTER INSERT ON pg_temp.bait REFERENCING NEW TABLE AS attribution_new_events
+         FOR EACH STATEMENT EXECUTE FUNCTION attribution_events_schedule()");
+    assert_eq!(
+        sqlstate_of(&format!("INSERT INTO pg_temp.bait VALUES ('{TENANT_B}', '2026-01-01')")).as_deref(),
+        Some("42501")
+    );
+    assert_eq!(jobs(TENANT_B), 0);
+}
+
+#[pg_test]
+fn split_cents_refuses_oversized_weights_before_copying_them() {
+    assert_eq!(sqlstate_of("SELECT attribution_split_cents(1, array_fill(1, ARRAY[1000000]))").as_deref(), Some("22023"));
+}

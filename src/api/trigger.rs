@@ -22,6 +22,9 @@ const OLD_ROWS: &str = "attribution_old_events";
 fn attribution_events_schedule<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, AttributionError> {
+    if !on_the_events_table(trigger) {
+        AttributionError::TriggerMisplaced.report();
+    }
     if restoring() {
         return Ok(None);
     }
@@ -95,6 +98,17 @@ fn touched_buckets(
         })
         .collect()
     })
+}
+
+/// The function runs as the extension's owner, so it must only ever read the transition
+/// tables of the extension's own events table: a trigger someone attached to another
+/// table (0.1.0 let any role create one) could otherwise feed it rows of any shape.
+fn on_the_events_table(trigger: &PgTrigger<'_>) -> bool {
+    let Ok(relid) = trigger.relid() else { return false };
+    let Ok(name) = trigger.table_name() else { return false };
+    // SAFETY: a pg_depend lookup inside the firing statement's transaction.
+    let owner = unsafe { pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, relid) };
+    name == "attribution_events" && owner == catalog::extension_oid()
 }
 
 /// Whether this session loads data the way pg_dump's output and pg_restore do.

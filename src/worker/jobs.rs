@@ -155,6 +155,11 @@ impl WorkerState {
     pub fn refused(&self) -> bool {
         self.refusal.is_some()
     }
+
+    /// The job this worker has claimed and not yet run, if any.
+    pub fn claimed_next(&self) -> Option<pgrx::Uuid> {
+        self.claimed.as_ref().map(|job| job.id)
+    }
 }
 
 /// Runs the next runnable job. Returns false when there was none.
@@ -229,7 +234,8 @@ enum Outcome {
     Retry(Duration),
     /// Failed for good, with a row in worker_failed_jobs.
     DeadLetter,
-    /// It waited for a lock too long or was chosen to break a deadlock: pending again
+    /// It waited for a lock too long, was chosen to break a deadlock, or hit a failure
+    /// of the server rather than of the job (see Failure::is_lock_wait): pending again
     /// shortly, and the attempt does not count. Whoever held the lock is at fault, not
     /// the job, so a session that holds a lock on purpose cannot dead-letter jobs.
     PutBack,
@@ -239,15 +245,34 @@ enum Outcome {
 const PUT_BACK_DELAY: Duration = Duration::from_secs(1);
 
 impl Failure {
-    /// lock_not_available (lock_timeout) or deadlock_detected.
+    /// Failures that say nothing about the job, so they must not spend its attempts
+    /// (or a session could dead-letter other tenants' jobs by causing them):
+    /// - lock_not_available (lock_timeout, or a window another transaction computes)
+    ///   and deadlock_detected;
+    /// - insufficient resources (class 53: out of shared memory for locks, disk full),
+    ///   which any session can cause for everyone;
+    /// - ambiguous_function and undefined_function: the extension's own functions
+    ///   cannot be resolved (a look-alike overload in its schema), which every job
+    ///   hits until a DBA fixes the schema.
     fn is_lock_wait(&self) -> bool {
-        matches!(self.sqlstate.as_deref(), Some("55P03" | "40P01"))
+        matches!(self.sqlstate.as_deref(), Some("55P03" | "40P01" | "42725" | "42883"))
+            || self.sqlstate.as_deref().is_some_and(|s| s.starts_with("53"))
     }
 }
 
 fn record_outcome(job: &Job, failure: &Failure, outcome: Outcome) {
-    if let Err(f) = in_transaction(AssertUnwindSafe(|| record_failure(job, failure, outcome))) {
-        warning!("pg_attribution worker could not record the failure of job {}: {}", job.id, f.message);
+    match in_transaction(AssertUnwindSafe(|| record_failure(job, failure, outcome))) {
+        Ok(()) => {}
+        // A client transaction holds the job's row (an enqueue that coalesced into it):
+        // the job stays 'running' under this worker, which recovers it at its next
+        // housekeeping once the row is free (recover_orphans).
+        Err(f) if f.is_lock_wait() => log!(
+            "pg_attribution job {} tenant {} correlation_id {}: its outcome waits for a lock on the job row ({}); it will be recovered",
+            job.id, job.tenant_id, job.correlation_id, f.message
+        ),
+        Err(f) => {
+            warning!("pg_attribution worker could not record the failure of job {}: {}", job.id, f.message)
+        }
     }
 }
 
@@ -456,44 +481,59 @@ fn record_failure(job: &Job, failure: &Failure, outcome: Outcome) {
 
 /// Jobs left 'running' by a worker that is gone (killed, crashed, terminated, or the
 /// server stopped in immediate mode) are failed attempts: retried at once, or
-/// dead-lettered after the last.
-pub fn recover_orphans() {
+/// dead-lettered after the last. So are this worker's own running jobs other than the
+/// one it has claimed next: it is between jobs, so their outcome was never recorded.
+pub fn recover_orphans(claimed_next: Option<pgrx::Uuid>) {
     let result = in_transaction(|| {
         let schema = catalog::schema();
         // FOR UPDATE needs a read-write SPI call, hence update().
-        let orphans: Vec<Job> = Spi::connect_mut(|client| {
+        let orphans: Vec<(Job, bool)> = Spi::connect_mut(|client| {
             client
                 .update(
                     &format!(
                         "SELECT id, tenant_id, window_start, window_end, model_version,
-                                last_correlation_id, attempts, inject_failure
+                                last_correlation_id, attempts, inject_failure,
+                                worker_pid = pg_backend_pid() AND started_at >= pg_postmaster_start_time()
                            FROM {schema}.attribution_recompute_jobs
                           WHERE status = 'running'
                             AND (started_at < pg_postmaster_start_time()
                                  OR worker_pid IS NULL
                                  OR worker_pid NOT IN (SELECT pid FROM pg_stat_activity
-                                                        WHERE backend_type = $1))
+                                                        WHERE backend_type = $1)
+                                 -- this worker's own, but not the one it has claimed
+                                 -- next: its outcome could not be recorded (a client
+                                 -- transaction held the job row past lock_timeout)
+                                 OR (worker_pid = pg_backend_pid() AND id IS DISTINCT FROM $2))
                             FOR UPDATE SKIP LOCKED"
                     ),
                     None,
-                    &[BACKEND_TYPE.into()],
+                    &[BACKEND_TYPE.into(), claimed_next.into()],
                 )
                 .expect("finding orphaned jobs")
-                .map(|row| Job::from_row(&row))
+                .map(|row| (Job::from_row(&row), row.get::<bool>(9).ok().flatten().unwrap_or(false)))
                 .collect()
         });
-        let failure = Failure {
+        let crashed = Failure {
             sqlstate: None,
             message: "the worker running this job exited before finishing it (crash, kill or shutdown)"
                 .into(),
         };
-        for job in &orphans {
-            let outcome = if job.attempts >= gucs::max_attempts() {
-                Outcome::DeadLetter
+        let unrecorded = Failure {
+            sqlstate: Some("55P03".into()),
+            message: "the outcome of this run could not be recorded: a transaction held the job row past \
+                      lock_timeout"
+                .into(),
+        };
+        for (job, own) in &orphans {
+            let (failure, outcome) = if *own {
+                // Not the job's fault: run it again without spending an attempt.
+                (&unrecorded, Outcome::PutBack)
+            } else if job.attempts >= gucs::max_attempts() {
+                (&crashed, Outcome::DeadLetter)
             } else {
-                Outcome::Retry(Duration::ZERO)
+                (&crashed, Outcome::Retry(Duration::ZERO))
             };
-            record_failure(job, &failure, outcome);
+            record_failure(job, failure, outcome);
         }
     });
     if let Err(f) = result {

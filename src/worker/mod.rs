@@ -116,14 +116,21 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
 }
 
 /// Session settings every job runs with: a search_path that no role can put objects in
-/// (the worker's SQL names the extension's objects with their schema), and
+/// (the worker's SQL names the extension's objects with their schema),
 /// attribution.lock_timeout as lock_timeout, so that a lock someone holds puts the job
-/// back instead of stalling the worker.
+/// back instead of stalling the worker, and transaction defaults pinned.
 fn apply_session_settings() {
     let lock_timeout = std::ffi::CString::new(gucs::lock_timeout_ms().to_string()).expect("digits");
-    for (name, value) in
-        [(c"search_path", c"pg_catalog, pg_temp"), (c"lock_timeout", lock_timeout.as_c_str())]
-    {
+    // Also the settings a database or role default (ALTER DATABASE ... SET) could turn
+    // against the workers: read-only transactions, row_security = off (every job would
+    // fail), serializable isolation (serialization failures would spend attempts).
+    for (name, value) in [
+        (c"search_path", c"pg_catalog, pg_temp"),
+        (c"lock_timeout", lock_timeout.as_c_str()),
+        (c"default_transaction_read_only", c"off"),
+        (c"row_security", c"on"),
+        (c"default_transaction_isolation", c"read committed"),
+    ] {
         // SAFETY: setting GUCs for this process's session.
         unsafe {
             pg_sys::SetConfigOption(
@@ -140,7 +147,7 @@ fn apply_session_settings() {
 /// Only once run_next has confirmed that jobs may run here.
 fn maintain(state: &jobs::WorkerState, last: &mut Option<Instant>) {
     if !state.refused() && last.is_none_or(|t| t.elapsed() >= MAINTENANCE_INTERVAL) {
-        jobs::recover_orphans();
+        jobs::recover_orphans(state.claimed_next());
         jobs::prune_finished();
         *last = Some(Instant::now());
     }

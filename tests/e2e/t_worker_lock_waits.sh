@@ -59,6 +59,31 @@ wait_for 20 "SELECT status = 'succeeded' FROM attribution_recompute_jobs WHERE l
 echo "  ok: once the window is free, its job succeeds"
 assert_eq "$(sql -c "SELECT count(*) FROM worker_failed_jobs")" 0 "still nothing dead-lettered"
 
+# A client transaction that coalesces a request into a running job row-locks that row
+# until it commits. Held past twice lock_timeout, neither the job's result nor its
+# put-back can be written; the job stays 'running' under a live worker, which recovers
+# it at its next housekeeping once the row is free, instead of leaving it stuck.
+reload_with "attribution.lock_timeout = '2s'"
+"$PG_BIN/psql" -X -q -h "$E2E_DATA" -p "$E2E_PORT" -U postgres -d "$E2E_DB" \
+    -c "BEGIN" -c "LOCK TABLE attribution_allocations IN SHARE MODE" -c "SELECT pg_sleep(1.5)" -c "COMMIT" >/dev/null &
+holder=$!
+wait_for 10 "SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                             WHERE c.relname = 'attribution_allocations' AND l.mode = 'ShareLock' AND l.granted)"
+sql -c "SELECT schedule_recompute_window('aaaaaaaa-0000-4000-8000-000000000001', '2026-04-03', '2026-04-04', 'req-strand')" >/dev/null
+wait_for 5 "SELECT status = 'running' FROM attribution_recompute_jobs WHERE last_correlation_id = 'req-strand'"
+# Coalesce into the running job and keep its row locked for 7 s.
+"$PG_BIN/psql" -X -q -h "$E2E_DATA" -p "$E2E_PORT" -U postgres -d "$E2E_DB" \
+    -c "BEGIN" -c "SELECT schedule_recompute_window('aaaaaaaa-0000-4000-8000-000000000001', '2026-04-03', '2026-04-04', 'req-strand')" \
+    -c "SELECT pg_sleep(7)" -c "COMMIT" >/dev/null &
+client=$!
+wait $holder
+wait $client
+grep -q "correlation_id req-strand: its outcome waits for a lock on the job row" "$E2E_DATA/server.log" \
+    || fail "the job's outcome was never blocked, so this check proves nothing"
+wait_for 30 "SELECT status = 'succeeded' FROM attribution_recompute_jobs WHERE last_correlation_id = 'req-strand'"
+echo "  ok: a job whose outcome a client transaction kept from being written is recovered and succeeds"
+assert_eq "$(sql -c "SELECT count(*) FROM worker_failed_jobs")" 0 "and nothing was dead-lettered"
+
 # The window locks are object locks of the extension's own class (no SQL command takes
 # one), not advisory locks anyone could take first.
 assert_eq "$(sql <<'SQL'
