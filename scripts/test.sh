@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: engine unit tests and #[pg_test]s (cargo pgrx test), pg_regress
+# The whole test suite: lint gates (rustfmt, clippy), engine unit tests and #[pg_test]s
+# (cargo pgrx test), pg_regress
 # for the documented SQL behaviour, the upgrade from the released 0.1.0, and end-to-end
 # tests on a real cluster.
 set -euo pipefail
@@ -7,6 +8,10 @@ set -euo pipefail
 
 "$ROOT/scripts/setup.sh"
 cd "$ROOT"
+
+log "lint gates: cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
 
 log "unit tests and #[pg_test]s"
 pg_owned_dir "$ROOT/target/pgrx-test"

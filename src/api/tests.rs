@@ -95,7 +95,7 @@ fn schedule_coalesces_pending_running_and_finished_jobs() {
 fn schedule_rejects_bad_input_with_precise_sqlstates_and_writes_nothing() {
     tenants();
     let cases = [
-        (format!("SELECT schedule_recompute_window(NULL, '2026-01-01', '2026-01-02')"), "22004"),
+        ("SELECT schedule_recompute_window(NULL, '2026-01-01', '2026-01-02')".to_owned(), "22004"),
         (format!("SELECT schedule_recompute_window('{TENANT_A}', NULL, '2026-01-02')"), "22004"),
         (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', NULL)"), "22004"),
         (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02', NULL, NULL)"), "22004"),
@@ -103,7 +103,7 @@ fn schedule_rejects_bad_input_with_precise_sqlstates_and_writes_nothing() {
         (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-03', '2026-01-02')"), "22023"),
         (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-03-01')"), "22023"),
         (format!("SELECT schedule_recompute_window('{TENANT_A}', '-infinity', '2026-01-02')"), "22008"),
-        (format!("SELECT schedule_recompute_window('00000000-0000-4000-8000-0000000000ff', '2026-01-01', '2026-01-02')"), "23503"),
+        ("SELECT schedule_recompute_window('00000000-0000-4000-8000-0000000000ff', '2026-01-01', '2026-01-02')".to_owned(), "23503"),
         (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02', NULL, '9.9.9')"), "42704"),
         (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02', repeat('x', 129))"), "22001"),
         (format!("SELECT schedule_recompute_window('{TENANT_A}', '2026-01-01', '2026-01-02', 'two words')"), "22023"),
@@ -232,7 +232,7 @@ fn compute_is_read_only_on_events_and_rejects_bad_input() {
     compute(TENANT_A, "2026-01-01Z", "2026-01-02Z");
     assert_eq!(before, one::<String>("SELECT string_agg(xmin::text, ',') FROM attribution_events"));
     for (sql, code) in [
-        (format!("SELECT * FROM compute_allocations(NULL, '2026-01-01', '2026-01-02')"), "22004"),
+        ("SELECT * FROM compute_allocations(NULL, '2026-01-01', '2026-01-02')".to_owned(), "22004"),
         (format!("SELECT * FROM compute_allocations('{TENANT_A}', '2026-01-02', '2026-01-01')"), "22023"),
         (format!("SELECT * FROM compute_allocations('{TENANT_A}', '2026-01-01', '2026-01-02', 'nope')"), "42704"),
     ] {
