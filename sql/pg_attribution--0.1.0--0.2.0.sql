@@ -6,7 +6,8 @@
 --   * CHECK constraints on job counters, windows and correlation ids;
 --   * indexes for the fair (per-tenant round-robin) claim, replacing the run_after one;
 --   * every function that runs SQL has a pinned search_path;
---   * attribution_queue_health counts workers for application roles too.
+--   * attribution_queue_health counts workers for application roles too;
+--   * attribution_metrics() for monitoring (pg_monitor).
 --   * constraints that bound functions through the search_path are rebound to pg_catalog;
 --   * every statement here names pg_catalog where a look-alike could match better.
 -- Released scripts are frozen: fix forward in the next script.
@@ -111,6 +112,47 @@ SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
        (SELECT count(*) FROM worker_failed_jobs WHERE redriven_at IS NULL) AS dead_letters,
        attribution_worker_count() AS workers
   FROM attribution_recompute_jobs;
+
+-- Queue metrics per tenant, for monitoring (postgres_exporter: docs/postgres_exporter.yaml).
+-- One row per tenant with jobs or dead letters. SECURITY DEFINER so that a monitoring
+-- role sees every tenant's counts without reading any tenant's data; EXECUTE goes to
+-- pg_monitor, not to application roles (per-tenant backlog is other tenants' business).
+CREATE FUNCTION attribution_metrics()
+RETURNS TABLE (tenant_id uuid, pending bigint, runnable bigint, retrying bigint, running bigint,
+               succeeded bigint, failed bigint, oldest_pending_age_seconds double precision,
+               finished_last_minute bigint, dead_letters bigint, workers bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+WITH jobs AS (
+    SELECT j.tenant_id,
+           count(*) FILTER (WHERE j.status = 'pending') AS pending,
+           count(*) FILTER (WHERE j.status = 'pending' AND j.run_after <= now()) AS runnable,
+           count(*) FILTER (WHERE j.status = 'pending' AND j.attempts > 0) AS retrying,
+           count(*) FILTER (WHERE j.status = 'running') AS running,
+           count(*) FILTER (WHERE j.status = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE j.status = 'failed') AS failed,
+           extract(epoch FROM now() - min(j.enqueued_at) FILTER (WHERE j.status = 'pending'))::float8
+               AS oldest_pending_age_seconds,
+           count(*) FILTER (WHERE j.status = 'succeeded'
+                              AND j.finished_at > now() - interval '1 minute') AS finished_last_minute
+      FROM @extschema@.attribution_recompute_jobs j
+     GROUP BY j.tenant_id
+), dead AS (
+    SELECT d.tenant_id, count(*) AS dead_letters
+      FROM @extschema@.worker_failed_jobs d
+     WHERE d.redriven_at IS NULL
+     GROUP BY d.tenant_id
+)
+SELECT coalesce(jobs.tenant_id, dead.tenant_id),
+       coalesce(jobs.pending, 0), coalesce(jobs.runnable, 0), coalesce(jobs.retrying, 0),
+       coalesce(jobs.running, 0), coalesce(jobs.succeeded, 0), coalesce(jobs.failed, 0),
+       coalesce(jobs.oldest_pending_age_seconds, 0), coalesce(jobs.finished_last_minute, 0),
+       coalesce(dead.dead_letters, 0), @extschema@.attribution_worker_count()
+  FROM jobs FULL JOIN dead ON dead.tenant_id = jobs.tenant_id
+ ORDER BY 1
+$$;
+REVOKE EXECUTE ON FUNCTION attribution_metrics() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION attribution_metrics(), attribution_worker_count() TO pg_monitor;
 
 -- The queue, the dead letters and the allocations become the extension's own.
 REVOKE INSERT, UPDATE, DELETE ON attribution_allocations FROM attribution_app;

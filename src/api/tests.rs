@@ -605,3 +605,23 @@ fn the_schedule_trigger_refuses_to_fire_on_any_other_table() {
 fn split_cents_refuses_oversized_weights_before_copying_them() {
     assert_eq!(sqlstate_of("SELECT attribution_split_cents(1, array_fill(1, ARRAY[1000000]))").as_deref(), Some("22023"));
 }
+
+#[pg_test]
+fn metrics_count_jobs_and_dead_letters_per_tenant_for_pg_monitor_only() {
+    tenants();
+    schedule(TENANT_A, "2026-01-01", "2026-01-02");
+    schedule(TENANT_A, "2026-01-02", "2026-01-03");
+    let failed = schedule(TENANT_B, "2026-01-01", "2026-01-02");
+    run(&format!("UPDATE attribution_recompute_jobs SET status = 'failed', attempts = 3 WHERE id = '{failed}'"));
+    run(&format!(
+        "INSERT INTO worker_failed_jobs (job_id, tenant_id, payload, correlation_id, error_message, attempts)
+         VALUES ('{failed}', '{TENANT_B}', '{{}}', 'c', 'boom', 3)"
+    ));
+    let rows: String = one(
+        "SELECT string_agg(tenant_id || ':' || pending || '/' || runnable || '/' || failed || '/' || dead_letters, ' ' ORDER BY tenant_id)
+           FROM attribution_metrics()",
+    );
+    assert_eq!(rows, format!("{TENANT_A}:2/2/0/0 {TENANT_B}:0/0/1/1"));
+    assert!(one::<bool>("SELECT has_function_privilege('pg_monitor', 'attribution_metrics()', 'EXECUTE')"));
+    assert!(!one::<bool>("SELECT has_function_privilege('attribution_app', 'attribution_metrics()', 'EXECUTE')"));
+}
