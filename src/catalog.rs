@@ -91,7 +91,7 @@ pub fn types(oids: &[pg_sys::BuiltinOid]) -> Vec<PgOid> {
 /// The extension's OID; ERROR when it is not installed in this database.
 pub fn extension_oid() -> pg_sys::Oid {
     // SAFETY: get_extension_oid only reads the catalog; missing_ok avoids an ERROR path.
-    let ext_oid = unsafe { pg_sys::get_extension_oid(c"pg_attribution".as_ptr(), true) };
+    let ext_oid = unsafe { pg_sys::get_extension_oid(crate::names::EXTENSION_C.as_ptr(), true) };
     if ext_oid == pg_sys::InvalidOid {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

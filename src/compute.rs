@@ -3,9 +3,9 @@
 //! validated the window and set the tenant context.
 
 use crate::catalog;
+use crate::convert::to_timestamptz;
 use crate::engine::window::Window;
 use crate::errors::AttributionError;
-use crate::queue::to_timestamptz;
 use pgrx::pg_sys::BuiltinOid::*;
 use pgrx::prelude::*;
 

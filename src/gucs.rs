@@ -69,7 +69,7 @@ fn non_empty(setting: &GucSetting<Option<CString>>) -> Option<String> {
 // Background worker settings. The first three are read at server start.
 pub static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static WORKER_ROLE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"attribution_worker"));
+    GucSetting::<Option<CString>>::new(Some(crate::names::WORKER_ROLE_C));
 pub static WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static POLL_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
@@ -197,7 +197,7 @@ pub fn database() -> String {
 }
 
 pub fn worker_role() -> String {
-    non_empty(&WORKER_ROLE).unwrap_or_else(|| "attribution_worker".into())
+    non_empty(&WORKER_ROLE).unwrap_or_else(|| crate::names::WORKER_ROLE.into())
 }
 
 pub fn workers() -> usize {

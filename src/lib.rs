@@ -2,18 +2,22 @@
 //!
 //! `api` is the SQL surface, `engine` the pure allocation and window logic, `queue` the
 //! one enqueue path shared by the trigger and the SQL functions, `worker` the background
-//! workers that drain the queue.
+//! workers that drain the queue. Below them: `compute` (the allocation statement),
+//! `wake` (wake-on-commit), `catalog`, `convert`, `gucs`, `names`, `tenancy`, `errors`.
 
 use pgrx::prelude::*;
 
 mod api;
 mod catalog;
 mod compute;
+mod convert;
 pub mod engine;
 mod errors;
 mod gucs;
+mod names;
 mod queue;
 mod tenancy;
+mod wake;
 mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -35,7 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a plain read of a Postgres global during library load.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         gucs::init_worker_settings();
-        worker::wake::init_shmem();
+        wake::init_shmem();
         worker::register();
     }
 }

@@ -3,8 +3,9 @@
 //! the coalescing rules live in exactly one statement.
 
 use crate::catalog;
+use crate::convert::to_timestamptz;
 use crate::engine::window::Window;
-use crate::{gucs, worker};
+use crate::{gucs, wake};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::BuiltinOid::*;
 use pgrx::prelude::*;
@@ -76,7 +77,7 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
             .expect("enqueueing recompute jobs");
         rows.map(|row| row.get::<pgrx::Uuid>(1).expect("job id").expect("job id is not null")).collect()
     });
-    worker::wake::on_commit(requests.len());
+    wake::on_commit(requests.len());
     warn_once_if_nothing_drains();
     ids
 }
@@ -90,7 +91,7 @@ fn warn_once_if_nothing_drains() {
     if WARNED.with(|w| w.get()) {
         return;
     }
-    let reason = if !worker::wake::available() {
+    let reason = if !wake::available() {
         Some("pg_attribution is not in shared_preload_libraries, so no background worker runs".to_owned())
     } else if gucs::workers() == 0 {
         Some("attribution.workers is 0".to_owned())
@@ -115,8 +116,4 @@ fn warn_once_if_nothing_drains() {
         .report(PgLogLevel::WARNING);
     }
     WARNED.with(|w| w.set(true));
-}
-
-pub fn to_timestamptz(us: i64) -> TimestampWithTimeZone {
-    TimestampWithTimeZone::try_from(us).expect("window bounds are valid timestamps")
 }

@@ -625,3 +625,16 @@ fn metrics_count_jobs_and_dead_letters_per_tenant_for_pg_monitor_only() {
     assert!(one::<bool>("SELECT has_function_privilege('pg_monitor', 'attribution_metrics()', 'EXECUTE')"));
     assert!(!one::<bool>("SELECT has_function_privilege('attribution_app', 'attribution_metrics()', 'EXECUTE')"));
 }
+
+#[pg_test]
+fn the_sql_uses_the_names_the_rust_code_defines() {
+    use crate::names::{BACKEND_TYPE, EXTENSION, WORKER_ROLE};
+    assert!(one::<bool>(&format!("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = '{EXTENSION}')")));
+    assert!(one::<bool>(&format!(
+        "SELECT pg_get_functiondef('attribution_worker_count()'::regprocedure) LIKE '%''{BACKEND_TYPE}''%'"
+    )));
+    let policies: i64 = one(&format!(
+        "SELECT count(*) FROM pg_policy WHERE '{WORKER_ROLE}'::regrole = ANY (polroles)"
+    ));
+    assert_eq!(policies, 2, "the queue and dead-letter policies name the worker role");
+}

@@ -2,12 +2,12 @@
 //! orphaned by a crash, prune finished ones. Every step is its own short transaction, and
 //! an error in a job is caught and recorded, never allowed to kill the worker.
 
-use super::BACKEND_TYPE;
 use crate::catalog;
 use crate::compute::{compute_window, LockWait};
 use crate::engine::retry::backoff;
 use crate::engine::window::{Window, WindowError, MICROS_PER_SECOND};
 use crate::gucs;
+use crate::names::{BACKEND_TYPE, EXTENSION_C, WORKER_ROLE, WORKER_ROLE_C};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::BuiltinOid::*;
 use pgrx::prelude::*;
@@ -76,7 +76,7 @@ pub struct WorkerState {
 fn refusal() -> Option<String> {
     // SAFETY: catalog lookups through the system caches, inside the caller's transaction.
     unsafe {
-        if pg_sys::get_extension_oid(c"pg_attribution".as_ptr(), true) == pg_sys::InvalidOid {
+        if pg_sys::get_extension_oid(EXTENSION_C.as_ptr(), true) == pg_sys::InvalidOid {
             return Some("extension pg_attribution is not installed in this database; jobs wait".to_owned());
         }
         let installed = installed_version();
@@ -92,8 +92,8 @@ fn refusal() -> Option<String> {
                 "role \"{}\" does not have the privileges of role \"{}\", which the queue's policies \
                  and grants name; jobs wait. GRANT {} TO {}",
                 gucs::worker_role(),
-                QUEUE_ROLE_NAME,
-                QUEUE_ROLE_NAME,
+                WORKER_ROLE,
+                WORKER_ROLE,
                 gucs::worker_role()
             ));
         }
@@ -110,10 +110,6 @@ fn refusal() -> Option<String> {
 
 /// The version this library was built as; the installed SQL must match it.
 const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The role the queue's policies and grants name (sql/schema.sql). A custom
-/// attribution.worker_role must have its privileges.
-const WORKER_ROLE_C: &std::ffi::CStr = c"attribution_worker";
-const QUEUE_ROLE_NAME: &str = "attribution_worker";
 
 thread_local! {
     static VERSION_SEEN: std::cell::RefCell<Option<(Instant, String)>> = const { std::cell::RefCell::new(None) };

@@ -7,15 +7,12 @@
 //! Commits that enqueue jobs set the latches of idle workers.
 
 mod jobs;
-pub mod wake;
 
-use crate::gucs;
+use crate::names::BACKEND_TYPE;
+use crate::{gucs, wake};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
-
-/// What `pg_stat_activity.backend_type` shows for the workers.
-pub const BACKEND_TYPE: &str = "pg_attribution worker";
 
 /// How long the postmaster waits before restarting a worker that exited abnormally.
 const RESTART_DELAY: Duration = Duration::from_secs(2);
@@ -28,7 +25,7 @@ pub fn register() {
     for slot in 0..gucs::workers() {
         BackgroundWorkerBuilder::new(&format!("pg_attribution worker {slot}"))
             .set_type(BACKEND_TYPE)
-            .set_library("pg_attribution")
+            .set_library(crate::names::EXTENSION)
             .set_function("pg_attribution_worker_main")
             .set_argument((slot as i32).into_datum())
             .enable_spi_access()

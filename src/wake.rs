@@ -1,8 +1,11 @@
 //! Wake-on-commit. Each running worker publishes its PGPROC number in a small table in
 //! shared memory, with a flag saying whether it is idle; a transaction that enqueued a
-//! job sets the latches of as many idle workers as it enqueued jobs when it commits, so a worker starts on the job
-//! within a millisecond instead of at its next poll. Busy workers need no wake-up: they
-//! look for the next job as soon as they finish one.
+//! job sets the latches of as many idle workers as it enqueued jobs when it commits, so
+//! a worker starts on the job within a millisecond instead of at its next poll. Busy
+//! workers need no wake-up: they look for the next job as soon as they finish one.
+//!
+//! It sits below both sides: the queue (which asks for a wake-up) and the workers (which
+//! publish their slots) depend on it, never on each other.
 //!
 //! The commit callback must not fail (an ERROR there is a PANIC): it only reads atomics
 //! and calls SetLatch, which cannot fail. A stale slot at worst sets the latch of some
