@@ -28,7 +28,7 @@ q() { cluster_psql "$DATA" "$PORT" -d attribution_bench -tA "$@"; }
 cluster_psql "$DATA" "$PORT" -d postgres -c "CREATE DATABASE attribution_bench"
 q -c "CREATE EXTENSION pg_attribution" \
   -c "INSERT INTO attribution_tenants VALUES ('$TENANT_A', 'bench'), ('$TENANT_B', 'other')" >/dev/null
-until [ "$(q -c "SELECT workers FROM attribution_queue_health")" = 2 ]; do sleep 0.2; done
+poll_until 60 q -c "SELECT workers = 2 FROM attribution_queue_health"
 
 workers_private_kb() {
     local total=0
@@ -50,7 +50,7 @@ drain() {  # $1 = jobs, $2 = first day offset; prints the drain time in seconds
                              timestamptz '2000-01-01 12:00Z' + ($2 + g) * interval '1 day', g
                         FROM generate_series(1, $1) g" \
                   -c "SELECT clock_timestamp()")
-    until [ "$(q -c "SELECT pending + running FROM attribution_queue_health")" = 0 ]; do sleep 0.5; done
+    POLL_PAUSE=0.5 poll_until 3600 q -c "SELECT pending + running = 0 FROM attribution_queue_health"
     q -c "SELECT extract(epoch FROM max(finished_at) - '$committed'::timestamptz)
             FROM attribution_recompute_jobs WHERE window_start >= timestamptz '2000-01-01Z' + $2 * interval '1 day'"
 }
@@ -99,7 +99,7 @@ behind=$(latency "$TENANT_B" "$FAIR_SAMPLES" 1000)
 left=$(q -c "SELECT count(*) FROM attribution_recompute_jobs WHERE tenant_id = '$TENANT_A' AND status = 'pending'")
 echo "  idle queue:          $idle"
 echo "  behind A's backlog:  $behind  (A still had $left jobs pending at the end)"
-until [ "$(q -c "SELECT pending + running FROM attribution_queue_health")" = 0 ]; do sleep 0.5; done
+POLL_PAUSE=0.5 poll_until 3600 q -c "SELECT pending + running = 0 FROM attribution_queue_health"
 
 log "drain: $DRAIN_JOBS one-event windows, default settings (2 workers)"
 secs=$(drain "$DRAIN_JOBS" 0)
@@ -123,14 +123,13 @@ if [ "$VACUUM_JOBS" -gt 0 ]; then
     echo "  after enqueueing: $(size)"
     start=$SECONDS
     until [ "$(q -c "SELECT pending + running FROM attribution_queue_health")" = 0 ]; do
+        [ $((SECONDS - start)) -lt 7200 ] || { echo "the drain did not finish within 2 hours" >&2; exit 1; }
         sleep 30
         echo "  after $((SECONDS - start)) s: $(size), $(q -c "SELECT pending FROM attribution_queue_health") pending, autovacuum runs on the job table so far: $(q -c "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'attribution_recompute_jobs'")"
     done
     echo "  drained: $(size); n_tup_upd $(q -c "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'attribution_recompute_jobs'"), n_dead_tup $(q -c "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'attribution_recompute_jobs'"), autovacuum runs $(q -c "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'attribution_recompute_jobs'")"
 fi
 
-bad=$(q -c "SELECT count(*) FROM attribution_events e WHERE e.revenue_cents IS DISTINCT FROM
-              (SELECT sum(allocated_revenue_cents) FROM attribution_allocations a
-               WHERE a.tenant_id = e.tenant_id AND a.event_id = e.id)")
+bad=$(q -c "$(cents_off_sql)")
 echo "  events whose allocations do not sum to their revenue: $bad"
 [ "$bad" = 0 ]

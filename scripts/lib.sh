@@ -77,3 +77,31 @@ install_extension() {
         return 1
     fi
 }
+
+# poll_until SECONDS COMMAND...: runs COMMAND until it prints "t"; returns 1 (after
+# saying what it waited for) when SECONDS pass first. POLL_PAUSE sets the pause between
+# tries (default 0.1 s; benchmarks use more, so as not to take CPU from the workers).
+poll_until() {
+    local deadline=$((SECONDS + $1)); shift
+    until [ "$("$@" 2>/dev/null)" = t ]; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "timed out waiting for: ${*: -1}" >&2
+            return 1
+        fi
+        sleep "${POLL_PAUSE:-0.1}"
+    done
+}
+
+# cents_off_sql [MODELS] [CONDITION]: SQL counting the events whose allocations, for each
+# model in MODELS (a list of quoted versions, default '1.0.0'), do not sum to their
+# revenue; CONDITION (on events e) narrows the events checked. The one "every cent"
+# check of the test suite, the benchmarks and the upgrade test.
+cents_off_sql() {
+    printf '%s' "SELECT count(*) FROM attribution_events e
+                  CROSS JOIN unnest(ARRAY[${1:-'1.0.0'}]::text[]) AS m(model_version)
+                 WHERE (${2:-true})
+                   AND e.revenue_cents IS DISTINCT FROM (
+                       SELECT sum(a.allocated_revenue_cents) FROM attribution_allocations a
+                        WHERE a.tenant_id = e.tenant_id AND a.event_id = e.id
+                          AND a.model_version = m.model_version)"
+}

@@ -30,11 +30,7 @@ fresh_db() {
 
 # wait_for SECONDS SQL: until the query returns t.
 wait_for() {
-    local deadline=$((SECONDS + $1)) sql_text=$2
-    until [ "$(sql -c "$sql_text" 2>/dev/null)" = t ]; do
-        [ $SECONDS -lt $deadline ] || fail "timed out after $1 s waiting for: $sql_text"
-        sleep 0.1
-    done
+    poll_until "$1" sql -c "$2" || fail "timed out after $1 s waiting for: $2"
 }
 
 # Waits until N workers are connected to the test database (they restart within seconds
@@ -70,9 +66,5 @@ assert_eq() {
 
 # Every event's allocations for the model sum to its revenue; prints the number that don't.
 events_off_by_a_cent() {
-    sql -c "SELECT count(*) FROM attribution_events e
-             WHERE e.revenue_cents IS DISTINCT FROM (
-                   SELECT sum(a.allocated_revenue_cents) FROM attribution_allocations a
-                    WHERE a.tenant_id = e.tenant_id AND a.event_id = e.id
-                      AND a.model_version = '${1:-1.0.0}')"
+    sql -c "$(cents_off_sql "'${1:-1.0.0}'")"
 }

@@ -66,11 +66,7 @@ snapshot() {
 # Events whose allocations do not add up, outside the windows still pending (03-01) or
 # dead-lettered (03-05, 03-06, model 1.0.0): must be none.
 unallocated() {
-    E2E_DB=$1 sql -c "SELECT count(*) FROM attribution_events e, (VALUES ('1.0.0'), ('2.0.0')) m(model_version)
-                       WHERE e.occurred_at < '2026-03-01Z'
-                         AND e.revenue_cents IS DISTINCT FROM (
-                             SELECT sum(a.allocated_revenue_cents) FROM attribution_allocations a
-                              WHERE a.tenant_id = e.tenant_id AND a.event_id = e.id AND a.model_version = m.model_version)"
+    E2E_DB=$1 sql -c "$(cents_off_sql "'1.0.0', '2.0.0'" "e.occurred_at < '2026-03-01Z'")"
 }
 source=$(snapshot "$E2E_DB")
 echo "  source:"; sed 's/^/    /' <<< "$source"

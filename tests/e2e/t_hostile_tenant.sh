@@ -201,9 +201,7 @@ as_app "$A" -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, reve
     || fail "tenant A's insert of an id tenant B uses failed"
 echo "  ok: an id tenant B uses is no conflict for tenant A (no 23505 to probe with)"
 wait_for_drain 20
-assert_eq "$(sql -c "SELECT count(*) FROM attribution_events e
-                      WHERE e.revenue_cents IS DISTINCT FROM (SELECT sum(a.allocated_revenue_cents) FROM attribution_allocations a
-                                                               WHERE a.tenant_id = e.tenant_id AND a.event_id = e.id)")" 2 \
+assert_eq "$(sql -c "$(cents_off_sql)")" 2 \
     "allocations sum to revenue for every event of both tenants but the two in dead-lettered windows"
 
 # 7. Queue health for the app role counts the workers.

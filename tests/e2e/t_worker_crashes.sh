@@ -39,11 +39,7 @@ VALUES (gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', '2026-03-01 1
 UPDATE attribution_recompute_jobs SET inject_failure = 'crash' WHERE window_start = '2026-03-01Z';
 COMMIT;
 SQL
-deadline=$((SECONDS + 120))
-until [ "$(sql -c "SELECT status FROM attribution_recompute_jobs WHERE window_start = '2026-03-01Z'" 2>/dev/null)" = failed ]; do
-    [ $SECONDS -lt $deadline ] || fail "the crashing job never reached the dead-letter table"
-    sleep 0.5
-done
+wait_for 120 "SELECT status = 'failed' FROM attribution_recompute_jobs WHERE window_start = '2026-03-01Z'"
 assert_eq "$(sql -c "SELECT attempts || '/' || (error_message LIKE 'the worker running this job exited%') FROM worker_failed_jobs")" "3/true" \
     "after 3 crashed attempts the job is dead-lettered, not looping"
 reload_with "attribution.failure_injection = off"

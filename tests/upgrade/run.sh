@@ -48,11 +48,7 @@ admin() { cluster_psql "$UP_DATA" "$UP_PORT" -d postgres -tA "$@"; }
 
 # wait_for SECONDS SQL: until the query returns t.
 wait_for() {
-    local deadline=$((SECONDS + $1))
-    until [ "$(sql -c "$2" 2>/dev/null)" = t ]; do
-        [ $SECONDS -lt $deadline ] || fail "timed out after $1 s waiting for: $2"
-        sleep 0.2
-    done
+    poll_until "$1" sql -c "$2" || fail "timed out after $1 s waiting for: $2"
 }
 
 # Lines of the server log containing a fixed string, as "LINE_NUMBER PID".
@@ -91,11 +87,7 @@ SQL
 
 # Events (of every model with allocations) whose allocations do not sum to their revenue.
 events_off() {
-    sql -c "SELECT count(*) FROM attribution_events e CROSS JOIN attribution_models m
-             WHERE m.model_version IN ('1.0.0', '$USER_MODEL')
-               AND e.revenue_cents IS DISTINCT FROM (
-                   SELECT sum(a.allocated_revenue_cents) FROM attribution_allocations a
-                    WHERE a.tenant_id = e.tenant_id AND a.event_id = e.id AND a.model_version = m.model_version)"
+    sql -c "$(cents_off_sql "'1.0.0', '$USER_MODEL'")"
 }
 
 # insert_events TENANT PREFIX FIRST LAST START STEP: events FIRST..LAST of TENANT, as the
