@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: lint gates (rustfmt, clippy), engine unit tests and #[pg_test]s
 # (cargo pgrx test), pg_regress
-# for the documented SQL behaviour, the upgrade from the released 0.1.0, and end-to-end
-# tests on a real cluster.
+# for the documented SQL behaviour, the upgrade from the released 0.1.0, end-to-end
+# tests on a real cluster, and the Debian package.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -28,5 +28,9 @@ log "upgrade from the released 0.1.0"
 
 log "end-to-end"
 "$ROOT/tests/e2e/run.sh"
+
+# Last: it installs the packaged release build over the debug build the tests above use.
+log "the Debian package"
+"$ROOT/tests/package/run.sh"
 
 log "all tests passed"
