@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: lint gates (rustfmt, clippy), engine unit tests and #[pg_test]s
-# (cargo pgrx test), pg_regress
+# (cargo pgrx test), pg_regress and pg_isolation_regress
 # for the documented SQL behaviour, the upgrade from the released 0.1.0, end-to-end
 # tests on a real cluster, and the Debian package.
 set -euo pipefail
@@ -22,6 +22,9 @@ install_extension debug
 
 log "pg_regress"
 "$ROOT/scripts/regress.sh"
+
+log "isolation specs"
+"$ROOT/scripts/isolation.sh"
 
 log "upgrade from the released 0.1.0"
 "$ROOT/tests/upgrade/run.sh"

@@ -307,13 +307,26 @@ fn claim(after_tenant: Option<pgrx::Uuid>) -> Option<Job> {
     // LOCKED), not waited for.
     // Counters saturate instead of overflowing, so no row can make the claim fail.
     let stmt = catalog::statement("claim_job", &catalog::types(&[UUIDOID]), |schema| {
-        format!(
-            "WITH next AS (
+        claim_sql(&format!("{schema}."))
+    });
+    let from = pgrx::Uuid::from_bytes(round_robin_start(after_tenant.map(|t| *t.as_bytes())));
+    Spi::connect_mut(|client| {
+        let rows = client.update(&*stmt, Some(1), &[from.into()]).expect("claiming a job");
+        rows.into_iter().next().map(|row| Job::from_row(&row))
+    })
+}
+
+/// The claim statement; `prefix` is the extension's schema and a dot. Also run, with
+/// the smallest uuid for $1 and no schema, by tests/isolation/specs/claim_skips_uncommitted.spec
+/// (a unit test keeps the two the same).
+fn claim_sql(prefix: &str) -> String {
+    format!(
+        "WITH next AS (
                  SELECT c.tenant_id, c.id
                    FROM (VALUES ($1::uuid), ('00000000-0000-0000-0000-000000000000'::uuid))
                         AS start(from_tenant)
                   CROSS JOIN LATERAL (
-                        SELECT j.tenant_id, j.id FROM {schema}.attribution_recompute_jobs j
+                        SELECT j.tenant_id, j.id FROM {prefix}attribution_recompute_jobs j
                          WHERE j.status = 'pending' AND j.run_after <= now()
                            AND j.tenant_id >= start.from_tenant
                          ORDER BY j.tenant_id, j.run_after
@@ -321,7 +334,7 @@ fn claim(after_tenant: Option<pgrx::Uuid>) -> Option<Job> {
                            FOR UPDATE SKIP LOCKED) c
                   LIMIT 1
              )
-             UPDATE {schema}.attribution_recompute_jobs j
+             UPDATE {prefix}attribution_recompute_jobs j
                 SET status = 'running',
                     attempts = least(j.attempts, 2147483646) + 1,
                     run_count = least(j.run_count, 2147483646) + 1,
@@ -331,13 +344,7 @@ fn claim(after_tenant: Option<pgrx::Uuid>) -> Option<Job> {
               WHERE j.tenant_id = next.tenant_id AND j.id = next.id
           RETURNING j.id, j.tenant_id, j.window_start, j.window_end, j.model_version,
                     j.last_correlation_id, j.attempts, j.inject_failure"
-        )
-    });
-    let from = pgrx::Uuid::from_bytes(round_robin_start(after_tenant.map(|t| *t.as_bytes())));
-    Spi::connect_mut(|client| {
-        let rows = client.update(&*stmt, Some(1), &[from.into()]).expect("claiming a job");
-        rows.into_iter().next().map(|row| Job::from_row(&row))
-    })
+    )
 }
 
 /// Where the round-robin claim starts looking: the uuid right after the last tenant
@@ -653,6 +660,25 @@ mod statement_timeout {
 
 #[cfg(test)]
 mod tests {
+    /// Whitespace-collapsed SQL up to RETURNING, without comments.
+    fn normalized(sql: &str) -> String {
+        let text: Vec<&str> = sql.lines().map(|l| l.split("--").next().unwrap_or("")).collect();
+        let text = text.join(" ");
+        let text = text.split("RETURNING").next().unwrap_or("");
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn the_isolation_spec_claims_with_the_workers_statement() {
+        let spec = include_str!("../../tests/isolation/specs/claim_skips_uncommitted.spec");
+        let worker = super::claim_sql("").replace("$1::uuid", "'00000000-0000-0000-0000-000000000000'::uuid");
+        assert!(
+            normalized(spec).contains(&normalized(&worker)),
+            "tests/isolation/specs/claim_skips_uncommitted.spec no longer runs the worker's claim:\n{}",
+            normalized(&worker)
+        );
+    }
+
     #[test]
     fn round_robin_starts_right_after_the_last_tenant() {
         let start = super::round_robin_start;
