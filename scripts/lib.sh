@@ -94,11 +94,12 @@ poll_until() {
 
 # cents_off_sql [MODELS] [CONDITION]: SQL counting the events whose allocations, for each
 # model in MODELS (a list of quoted versions, default '1.0.0'), do not sum to their
-# revenue; CONDITION (on events e) narrows the events checked. The one "every cent"
+# revenue; CONDITION (on events e) narrows the events checked (names are qualified: the
+# search_path test plants look-alikes in public). The one "every cent"
 # check of the test suite, the benchmarks and the upgrade test.
 cents_off_sql() {
     printf '%s' "SELECT count(*) FROM attribution_events e
-                  CROSS JOIN unnest(ARRAY[${1:-'1.0.0'}]::text[]) AS m(model_version)
+                  CROSS JOIN pg_catalog.unnest(ARRAY[${1:-'1.0.0'}]::text[]) AS m(model_version)
                  WHERE (${2:-true})
                    AND e.revenue_cents IS DISTINCT FROM (
                        SELECT sum(a.allocated_revenue_cents) FROM attribution_allocations a
