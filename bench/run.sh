@@ -17,8 +17,6 @@ MEMORY_JOBS=${MEMORY_JOBS:-100000}
 BACKLOG_JOBS=${BACKLOG_JOBS:-100000}
 FAIR_SAMPLES=${FAIR_SAMPLES:-100}
 VACUUM_JOBS=${VACUUM_JOBS:-1000000}
-TENANT_A=aaaaaaaa-0000-4000-8000-000000000001
-TENANT_B=bbbbbbbb-0000-4000-8000-000000000002
 
 "$ROOT/scripts/setup.sh"
 install_extension release
@@ -27,7 +25,7 @@ trap 'cluster_stop "$DATA"' EXIT
 q() { cluster_psql "$DATA" "$PORT" -d attribution_bench -tA "$@"; }
 cluster_psql "$DATA" "$PORT" -d postgres -c "CREATE DATABASE attribution_bench"
 q -c "CREATE EXTENSION pg_attribution" \
-  -c "INSERT INTO attribution_tenants VALUES ('$TENANT_A', 'bench'), ('$TENANT_B', 'other')" >/dev/null
+  -c "$(tenants_sql)" >/dev/null
 poll_until 60 q -c "SELECT workers = 2 FROM attribution_queue_health"
 
 workers_private_kb() {

@@ -9,6 +9,14 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 PG_CONFIG=${PG_CONFIG:-$PG_BIN/pg_config}
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# The tenants the tests, the benchmark and the package test work with.
+TENANT_A=aaaaaaaa-0000-4000-8000-000000000001
+TENANT_B=bbbbbbbb-0000-4000-8000-000000000002
+# SQL registering them, as acme and globex.
+tenants_sql() {
+    printf "INSERT INTO attribution_tenants (id, name) VALUES ('%s', 'acme'), ('%s', 'globex')" "$TENANT_A" "$TENANT_B"
+}
+
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Postgres refuses to run as root; run its binaries as the postgres system user then.

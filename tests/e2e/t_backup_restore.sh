@@ -5,8 +5,8 @@
 # extension, every table is identical and new rows do not collide with restored ids.
 # Restored in place of the database the workers serve, the pipeline carries on.
 
-A=aaaaaaaa-0000-4000-8000-000000000001
-B=bbbbbbbb-0000-4000-8000-000000000002
+A=$TENANT_A
+B=$TENANT_B
 dump_fc="$E2E_DIR/backup.dump"
 dump_plain="$E2E_DIR/backup.sql"
 dump() { "$PG_BIN/pg_dump" -h "$E2E_DATA" -p "$E2E_PORT" -U postgres "$@"; }
@@ -14,7 +14,7 @@ dump() { "$PG_BIN/pg_dump" -h "$E2E_DATA" -p "$E2E_PORT" -U postgres "$@"; }
 # The source: 2 tenants, a user-added model (active, so the trigger schedules it too),
 # events over six days, computed by the workers.
 sql >/dev/null <<SQL
-INSERT INTO attribution_tenants (id, name) VALUES ('$A', 'acme'), ('$B', 'globex');
+$(tenants_sql);
 INSERT INTO attribution_models (model_version, channels, weights) VALUES ('2.0.0', ARRAY['a','b'], ARRAY[1,2]);
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
 SELECT gen_random_uuid(), t, timestamptz '2026-02-01 00:00Z' + (g % 6) * interval '1 day' + g * interval '1 minute', g * 7 - 40

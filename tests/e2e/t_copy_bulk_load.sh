@@ -2,11 +2,7 @@
 # tenant and day), and computing them gives every event 3 allocations that sum to its
 # revenue. Also: the old system's INSERT ... ON CONFLICT DO NOTHING, unchanged.
 
-sql <<'SQL'
-INSERT INTO attribution_tenants (id, name) VALUES
-    ('aaaaaaaa-0000-4000-8000-000000000001', 'acme'),
-    ('bbbbbbbb-0000-4000-8000-000000000002', 'globex');
-SQL
+sql -c "$(tenants_sql)" >/dev/null
 
 # Generate the rows client-side and stream them through COPY, as a loader would.
 sql -c "COPY (SELECT gen_random_uuid(),

@@ -3,9 +3,8 @@
 # allocated while tenant A's 3,000-job backlog is still almost all pending.
 # (The latency figures are in bench/run.sh; this only pins the order.)
 
+sql -c "$(tenants_sql)" >/dev/null
 sql >/dev/null <<'SQL'
-INSERT INTO attribution_tenants (id, name) VALUES
-    ('aaaaaaaa-0000-4000-8000-000000000001', 'acme'), ('bbbbbbbb-0000-4000-8000-000000000002', 'globex');
 -- A's backlog: 3,000 one-event windows, enqueued earlier than B's job.
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
 SELECT gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', timestamptz '2000-01-01 12:00Z' + g * interval '1 day', g

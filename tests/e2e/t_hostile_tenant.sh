@@ -3,11 +3,11 @@
 # workers, or to reach tenant B. Every attempt is refused with its SQLSTATE and leaves the
 # tables exactly as they were; tenant B's work flows on regardless.
 
-A=aaaaaaaa-0000-4000-8000-000000000001
-B=bbbbbbbb-0000-4000-8000-000000000002
+A=$TENANT_A
+B=$TENANT_B
 
 sql >/dev/null <<SQL
-INSERT INTO attribution_tenants (id, name) VALUES ('$A', 'acme'), ('$B', 'globex');
+$(tenants_sql);
 DO \$\$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'e2e_hostile') THEN
         CREATE ROLE e2e_hostile LOGIN;

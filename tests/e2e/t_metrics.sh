@@ -1,9 +1,8 @@
 # Monitoring: every query in docs/postgres_exporter.yaml runs as a pg_monitor login role
 # and reports each tenant's queue; application roles cannot call attribution_metrics().
 
+sql -c "$(tenants_sql)" >/dev/null
 sql >/dev/null <<'SQL'
-INSERT INTO attribution_tenants (id, name) VALUES
-    ('aaaaaaaa-0000-4000-8000-000000000001', 'acme'), ('bbbbbbbb-0000-4000-8000-000000000002', 'globex');
 DO $$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'e2e_monitor') THEN CREATE ROLE e2e_monitor LOGIN; END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'e2e_metrics_app') THEN CREATE ROLE e2e_metrics_app LOGIN; END IF;

@@ -21,8 +21,8 @@
 # extension's functions by unqualified name can be handed a look-alike of
 # compute_allocations() itself; that is the caller's search_path, not the extension's SQL.
 
-A=aaaaaaaa-0000-4000-8000-000000000001
-B=bbbbbbbb-0000-4000-8000-000000000002
+A=$TENANT_A
+B=$TENANT_B
 log_start=$(wc -l < "$E2E_DATA/server.log")
 
 admin >/dev/null <<'SQL'
@@ -164,7 +164,7 @@ is_superuser() { admin -c "SELECT rolsuper FROM pg_roles WHERE rolname = 'e2e_hi
 # From here on the test's own superuser queries (search_path "\$user", public) see the
 # look-alikes in public too: they stay clear of the better-matching ones (no text || bigint,
 # no unnest of a typed array, ...), or the test would catch itself.
-sql >/dev/null -c "INSERT INTO attribution_tenants (id, name) VALUES ('$A', 'acme'), ('$B', 'globex')"
+sql >/dev/null -c "$(tenants_sql)"
 plant_traps "$E2E_DB"
 lookalikes=$(sql -c "SELECT count(*) FROM hijack.lookalikes")
 

@@ -1,10 +1,8 @@
 # A login role in attribution_app, with tenant A's context, sees none of tenant B's rows
 # in any table, and cannot COPY into attribution_events (RLS forbids COPY FROM for it).
 
+sql -c "$(tenants_sql)" >/dev/null
 sql >/dev/null <<'SQL'
-INSERT INTO attribution_tenants (id, name) VALUES
-    ('aaaaaaaa-0000-4000-8000-000000000001', 'acme'),
-    ('bbbbbbbb-0000-4000-8000-000000000002', 'globex');
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
 SELECT gen_random_uuid(), t, timestamptz '2026-02-01 00:00+00' + g * interval '1 minute', g
   FROM generate_series(1, 100) g,

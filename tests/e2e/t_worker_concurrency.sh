@@ -2,10 +2,8 @@
 # every committed event ends up with exactly one allocation per channel, summing to its
 # revenue, and no job ever ran twice at once.
 
+sql -c "$(tenants_sql)" >/dev/null
 sql >/dev/null <<'SQL'
-INSERT INTO attribution_tenants (id, name) VALUES
-    ('aaaaaaaa-0000-4000-8000-000000000001', 'acme'),
-    ('bbbbbbbb-0000-4000-8000-000000000002', 'globex');
 SQL
 
 writers=()

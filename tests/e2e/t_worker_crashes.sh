@@ -1,9 +1,7 @@
 # kill -9 of a worker in the middle of a job, a job that crashes its worker every time,
 # and an immediate shutdown during a drain: nothing lost, nothing doubled.
 
-sql >/dev/null <<'SQL'
-INSERT INTO attribution_tenants (id, name) VALUES ('aaaaaaaa-0000-4000-8000-000000000001', 'acme');
-SQL
+sql -c "$(tenants_sql)" >/dev/null
 
 # 1. kill -9 mid-job. A session holds attribution_allocations in SHARE mode, so the job
 #    waits to write its allocations and is provably in the middle of its run when the

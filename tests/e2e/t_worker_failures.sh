@@ -2,9 +2,7 @@
 # SQLSTATE, message and payload; the worker survives; a re-drive succeeds. The failure
 # flag is ignored unless the server enables attribution.failure_injection (SIGHUP).
 
-sql >/dev/null <<'SQL'
-INSERT INTO attribution_tenants (id, name) VALUES ('aaaaaaaa-0000-4000-8000-000000000001', 'acme');
-SQL
+sql -c "$(tenants_sql)" >/dev/null
 enqueue_failing() {  # $1 = day, $2 = mode: enqueue and flag in one transaction
     sql >/dev/null <<SQL
 BEGIN;

@@ -4,9 +4,8 @@
 # without dead-lettering it even with max_attempts = 1; once the lock is gone the job
 # succeeds. The window locks themselves are object locks no session can take.
 
+sql -c "$(tenants_sql)" >/dev/null
 sql >/dev/null <<'SQL'
-INSERT INTO attribution_tenants (id, name) VALUES
-    ('aaaaaaaa-0000-4000-8000-000000000001', 'acme'), ('bbbbbbbb-0000-4000-8000-000000000002', 'globex');
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
 VALUES (gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', '2026-04-01 12:00Z', 100);
 DO $$ BEGIN

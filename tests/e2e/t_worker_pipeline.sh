@@ -2,9 +2,7 @@
 # worker, allocations. The correlation id travels from the session to the job, the
 # allocations and the worker's log lines.
 
-sql >/dev/null <<'SQL'
-INSERT INTO attribution_tenants (id, name) VALUES ('aaaaaaaa-0000-4000-8000-000000000001', 'acme');
-SQL
+sql -c "$(tenants_sql)" >/dev/null
 sql -c "SET attribution.correlation_id = 'req-e2e-1'" -c "
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload) VALUES
     ('cccccccc-0000-4000-8000-000000000001', 'aaaaaaaa-0000-4000-8000-000000000001', CAST('2026-02-10T08:00:00+00:00' AS timestamptz), 1000, '{}'::jsonb),

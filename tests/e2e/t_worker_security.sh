@@ -6,10 +6,8 @@ assert_eq "$(sql -c "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname
 assert_eq "$(admin -c "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity WHERE backend_type = 'pg_attribution worker'")" \
     attribution_worker "the workers run as attribution_worker"
 
+sql -c "$(tenants_sql)" >/dev/null
 sql >/dev/null <<'SQL'
-INSERT INTO attribution_tenants (id, name) VALUES
-    ('aaaaaaaa-0000-4000-8000-000000000001', 'acme'),
-    ('bbbbbbbb-0000-4000-8000-000000000002', 'globex');
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
 SELECT gen_random_uuid(), t, '2026-02-01 10:00Z', 100
   FROM unnest(ARRAY['aaaaaaaa-0000-4000-8000-000000000001', 'bbbbbbbb-0000-4000-8000-000000000002']::uuid[]) t;

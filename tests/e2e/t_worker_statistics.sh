@@ -2,8 +2,8 @@
 # autovacuum sees the rows they update and insert) and their activity in
 # pg_stat_activity ('active' with the job while one runs, 'idle' between jobs).
 
-A=aaaaaaaa-0000-4000-8000-000000000001
-sql -c "INSERT INTO attribution_tenants (id, name) VALUES ('$A', 'acme')" >/dev/null
+A=$TENANT_A
+sql -c "$(tenants_sql)" >/dev/null
 
 wait_for 10 "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'pg_attribution worker' AND state = 'idle'"
 echo "  ok: idle workers show state 'idle'"

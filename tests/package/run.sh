@@ -43,9 +43,9 @@ q -c "CREATE EXTENSION pg_attribution" >/dev/null
 [ "$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_attribution'")" = "$version" ] \
     || { echo "FAIL: the extension is not at version $version" >&2; exit 1; }
 poll_until 60 q -c "SELECT workers = 2 FROM attribution_queue_health" || { echo "FAIL: no workers" >&2; exit 1; }
-q -c "INSERT INTO attribution_tenants (id, name) VALUES ('aaaaaaaa-0000-4000-8000-000000000001', 'acme')" \
+q -c "$(tenants_sql)" \
   -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload)
-      VALUES ('e0000000-0000-4000-8000-000000000001', 'aaaaaaaa-0000-4000-8000-000000000001', '2026-03-01T10:00Z', 100, '{}')
+      VALUES ('e0000000-0000-4000-8000-000000000001', '$TENANT_A', '2026-03-01T10:00Z', 100, '{}')
       ON CONFLICT DO NOTHING" >/dev/null
 poll_until 30 q -c "SELECT count(*) = 3 FROM attribution_allocations" || { echo "FAIL: no allocations" >&2; exit 1; }
 [ "$(q -c "$(cents_off_sql)")" = 0 ] || { echo "FAIL: allocations do not add up" >&2; exit 1; }
