@@ -4,13 +4,19 @@
 # (The latency figures are in bench/run.sh; this only pins the order.)
 
 sql -c "$(tenants_sql)" >/dev/null
+# One transaction, so that no worker starts before both tenants' jobs are there; A's
+# backlog is made older than B's job, as if it had waited an hour (the order the
+# workers took before fair share: oldest first).
 sql >/dev/null <<'SQL'
--- A's backlog: 3,000 one-event windows, enqueued earlier than B's job.
+BEGIN;
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
 SELECT gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', timestamptz '2000-01-01 12:00Z' + g * interval '1 day', g
   FROM generate_series(1, 3000) g;
+UPDATE attribution_recompute_jobs SET run_after = now() - interval '1 hour', enqueued_at = now() - interval '1 hour'
+ WHERE tenant_id = 'aaaaaaaa-0000-4000-8000-000000000001';
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
 VALUES (gen_random_uuid(), 'bbbbbbbb-0000-4000-8000-000000000002', '2026-05-01 12:00Z', 100);
+COMMIT;
 SQL
 wait_for 10 "SELECT status = 'succeeded' FROM attribution_recompute_jobs WHERE tenant_id = 'bbbbbbbb-0000-4000-8000-000000000002'"
 done_before_b=$(sql -c "SELECT count(*) FROM attribution_recompute_jobs a, attribution_recompute_jobs b
