@@ -23,6 +23,8 @@ CREATE TRIGGER attribution_events_schedule_delete
 -- a schema on the caller's search_path are never called.
 ALTER FUNCTION schedule_recompute_window(uuid, timestamptz, timestamptz, text, text)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION schedule_full_recompute(uuid, timestamptz, timestamptz, text, text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION compute_allocations(uuid, timestamptz, timestamptz, text)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION redrive_failed_job(bigint)
@@ -32,6 +34,7 @@ ALTER FUNCTION attribution_events_schedule()
 
 REVOKE EXECUTE ON FUNCTION
     schedule_recompute_window(uuid, timestamptz, timestamptz, text, text),
+    schedule_full_recompute(uuid, timestamptz, timestamptz, text, text),
     compute_allocations(uuid, timestamptz, timestamptz, text),
     redrive_failed_job(bigint),
     attribution_events_schedule()
@@ -39,6 +42,7 @@ FROM PUBLIC;
 -- attribution_split_cents runs no SQL (pure Rust), so it needs no pinned search_path.
 GRANT EXECUTE ON FUNCTION
     schedule_recompute_window(uuid, timestamptz, timestamptz, text, text),
+    schedule_full_recompute(uuid, timestamptz, timestamptz, text, text),
     compute_allocations(uuid, timestamptz, timestamptz, text),
     attribution_split_cents(bigint, integer[]),
     redrive_failed_job(bigint)

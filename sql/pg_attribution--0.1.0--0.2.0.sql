@@ -7,7 +7,8 @@
 --   * indexes for the fair (per-tenant round-robin) claim, replacing the run_after one;
 --   * every function that runs SQL has a pinned search_path;
 --   * attribution_queue_health counts workers for application roles too;
---   * attribution_metrics() for monitoring (pg_monitor).
+--   * attribution_metrics() for monitoring (pg_monitor);
+--   * incremental recompute: recorded event changes, full-pass requests, last computation.
 --   * constraints that bound functions through the search_path are rebound to pg_catalog;
 --   * every statement here names pg_catalog where a look-alike could match better.
 -- Released scripts are frozen: fix forward in the next script.
@@ -185,3 +186,50 @@ SELECT pg_catalog.pg_extension_config_dump('attribution_recompute_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('worker_failed_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('attribution_allocations_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('worker_failed_jobs_id_seq', '');
+
+-- Incremental recompute.
+ALTER TABLE attribution_models ADD COLUMN changed_at timestamptz;
+CREATE OR REPLACE FUNCTION attribution_models_track_channels() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.channels IS DISTINCT FROM OLD.channels THEN
+        NEW.channels_changed_at := now();
+    END IF;
+    IF (NEW.channels, NEW.weights) IS DISTINCT FROM (OLD.channels, OLD.weights) THEN
+        NEW.changed_at := now();
+    END IF;
+    RETURN NEW;
+END $$;
+ALTER TABLE attribution_recompute_jobs
+    ADD COLUMN full_requested boolean NOT NULL DEFAULT false,
+    ADD COLUMN computed_at timestamptz;
+CREATE TABLE attribution_event_changes (
+    tenant_id      uuid NOT NULL,
+    model_version  text NOT NULL,
+    occurred_at    timestamptz NOT NULL,
+    event_id       uuid NOT NULL
+);
+CREATE INDEX attribution_event_changes_window_idx
+    ON attribution_event_changes (tenant_id, model_version, occurred_at);
+ALTER TABLE attribution_event_changes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE attribution_event_changes FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON attribution_event_changes
+    USING (tenant_id = attribution_current_tenant());
+GRANT SELECT, DELETE ON attribution_event_changes TO attribution_worker;
+SELECT pg_catalog.pg_extension_config_dump('attribution_event_changes', '');
+
+-- A full recompute for repairs.
+CREATE FUNCTION "schedule_full_recompute"(
+	"tenant_id" uuid,
+	"window_start" timestamp with time zone,
+	"window_end" timestamp with time zone,
+	"correlation_id" TEXT DEFAULT NULL,
+	"model_version" TEXT DEFAULT '1.0.0'
+) RETURNS uuid
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'schedule_full_recompute_wrapper';
+ALTER FUNCTION schedule_full_recompute(uuid, timestamptz, timestamptz, text, text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION schedule_full_recompute(uuid, timestamptz, timestamptz, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION schedule_full_recompute(uuid, timestamptz, timestamptz, text, text) TO attribution_app;

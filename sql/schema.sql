@@ -61,6 +61,9 @@ CREATE TABLE attribution_models (
     -- Set when the channel list changes: from then on, computing a window also removes
     -- allocations for channels the model no longer gives.
     channels_changed_at timestamptz,
+    -- Set when the channels or the weights change: a window last computed before then
+    -- gets a full pass instead of an incremental one.
+    changed_at    timestamptz,
     CONSTRAINT attribution_models_channels_shape CHECK (
         pg_catalog.cardinality(channels) BETWEEN 1 AND 64
         AND pg_catalog.cardinality(weights) = pg_catalog.cardinality(channels)
@@ -75,6 +78,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.channels IS DISTINCT FROM OLD.channels THEN
         NEW.channels_changed_at := now();
+    END IF;
+    IF (NEW.channels, NEW.weights) IS DISTINCT FROM (OLD.channels, OLD.weights) THEN
+        NEW.changed_at := now();
     END IF;
     RETURN NEW;
 END $$;
@@ -150,6 +156,12 @@ CREATE TABLE attribution_recompute_jobs (
     inject_failure       text CHECK (inject_failure IN ('error', 'crash')),
     created_at           timestamptz NOT NULL DEFAULT now(),
     updated_at           timestamptz NOT NULL DEFAULT now(),
+    -- A full pass over the window was asked for (schedule_full_recompute, or a statement
+    -- too large to record event by event); the claim consumes it.
+    full_requested       boolean NOT NULL DEFAULT false,
+    -- When the window was last computed successfully (the start of that transaction);
+    -- NULL: never, so the next run is a full pass.
+    computed_at          timestamptz,
     PRIMARY KEY (tenant_id, id),
     CONSTRAINT attribution_recompute_jobs_identity
         UNIQUE (tenant_id, window_start, window_end, model_version),
@@ -165,6 +177,21 @@ CREATE TABLE attribution_recompute_jobs (
 -- first (and when the next retry is due).
 CREATE INDEX attribution_recompute_jobs_tenant_runnable_idx
     ON attribution_recompute_jobs (tenant_id, run_after) WHERE status = 'pending';
+
+-- Events changed since their window was last computed, per model: what an incremental
+-- run computes. The insert/update trigger writes a row per event and active model for
+-- statements of up to attribution.incremental_max_rows rows (larger ones ask for a
+-- full pass instead); the run that computes the window deletes the rows it saw, in the
+-- same statement, so nothing accumulates and nothing committed meanwhile is lost.
+-- Deleted events need no row: their allocations go with them.
+CREATE TABLE attribution_event_changes (
+    tenant_id      uuid NOT NULL,
+    model_version  text NOT NULL,
+    occurred_at    timestamptz NOT NULL,
+    event_id       uuid NOT NULL
+);
+CREATE INDEX attribution_event_changes_window_idx
+    ON attribution_event_changes (tenant_id, model_version, occurred_at);
 
 -- Dead letters: a job that failed its last attempt, with what is needed to understand
 -- and re-drive it.
@@ -204,6 +231,11 @@ CREATE POLICY tenant_isolation ON attribution_allocations
 ALTER TABLE attribution_recompute_jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE attribution_recompute_jobs FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON attribution_recompute_jobs
+    USING (tenant_id = attribution_current_tenant());
+
+ALTER TABLE attribution_event_changes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE attribution_event_changes FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON attribution_event_changes
     USING (tenant_id = attribution_current_tenant());
 
 ALTER TABLE worker_failed_jobs ENABLE ROW LEVEL SECURITY;
@@ -304,6 +336,7 @@ GRANT attribution_app TO attribution_worker;
 GRANT INSERT, UPDATE, DELETE ON attribution_allocations TO attribution_worker;
 GRANT SELECT, UPDATE, DELETE ON attribution_recompute_jobs TO attribution_worker;
 GRANT SELECT, INSERT ON worker_failed_jobs TO attribution_worker;
+GRANT SELECT, DELETE ON attribution_event_changes TO attribution_worker;
 
 -- pg_dump keeps the rows of every table (and the identity sequences' positions); the
 -- built-in model comes with CREATE EXTENSION, so only models users added are dumped.
@@ -313,5 +346,6 @@ SELECT pg_catalog.pg_extension_config_dump('attribution_events', '');
 SELECT pg_catalog.pg_extension_config_dump('attribution_allocations', '');
 SELECT pg_catalog.pg_extension_config_dump('attribution_recompute_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('worker_failed_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('attribution_event_changes', '');
 SELECT pg_catalog.pg_extension_config_dump('attribution_allocations_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('worker_failed_jobs_id_seq', '');

@@ -103,3 +103,34 @@ pub fn extension_oid() -> pg_sys::Oid {
     }
     ext_oid
 }
+
+/// The version this library was built as; the installed SQL should match it.
+pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+thread_local! {
+    static VERSION_SEEN: RefCell<Option<(Instant, String)>> = const { RefCell::new(None) };
+}
+
+/// pg_extension.extversion, read at most once a second per backend.
+pub fn installed_version() -> String {
+    let cached = VERSION_SEEN.with(|v| {
+        v.borrow().as_ref().filter(|(at, _)| at.elapsed() < Duration::from_secs(1)).map(|(_, s)| s.clone())
+    });
+    if let Some(version) = cached {
+        return version;
+    }
+    let version: String =
+        Spi::get_one("SELECT extversion::text FROM pg_catalog.pg_extension WHERE extname = 'pg_attribution'")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+    VERSION_SEEN.with(|v| *v.borrow_mut() = Some((Instant::now(), version.clone())));
+    version
+}
+
+/// Whether the installed SQL is this library's version. Between installing a new
+/// library and ALTER EXTENSION UPDATE, the trigger and the SQL functions keep to what
+/// the installed SQL has (no incremental bookkeeping), so that ingestion goes on.
+pub fn sql_is_current() -> bool {
+    installed_version() == LIBRARY_VERSION
+}

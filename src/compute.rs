@@ -21,22 +21,94 @@ pub enum LockWait {
     NoWait,
 }
 
-/// Computes the window and returns (events in the window, allocation rows written).
+/// How much of the window a computation reads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Pass {
+    /// Every event of the window (and allocations of channels a changed model dropped).
+    Full,
+    /// Only the events recorded in attribution_event_changes for the window and model
+    /// since the window was last computed at the given time (Postgres microseconds): its
+    /// cost follows the change, not the window, and a window with no recorded change
+    /// completes without reading its events. Full after all if the model's channels or
+    /// weights changed since then.
+    IncrementalSince(i64),
+}
+
+/// What a computation did.
+pub struct Computed {
+    /// Events computed: all of the window's in a full pass, the changed ones otherwise.
+    pub events: i64,
+    /// Allocation rows inserted, changed or removed.
+    pub written: i64,
+    /// Whether the pass was incremental.
+    pub incremental: bool,
+}
+
+/// Computes the window and returns what it did. Either
+/// pass consumes (deletes) the window's recorded changes it has seen, in the same
+/// statement, so a change committed meanwhile is left for the next run.
 pub fn compute_window(
     tenant_id: pgrx::Uuid,
     window: Window,
     model_version: &str,
     correlation_id: &str,
     wait: LockWait,
-) -> Result<(i64, i64), AttributionError> {
+    pass: Pass,
+) -> Result<Computed, AttributionError> {
     let model = load_model(model_version)?;
     lock_window(tenant_id, model_version, window, wait);
+    let incremental = match pass {
+        Pass::Full => false,
+        Pass::IncrementalSince(computed_at) => model.changed_at.is_none_or(|changed| changed < computed_at),
+    };
+    // Before ALTER EXTENSION UPDATE from a version without attribution_event_changes
+    // (only compute_allocations() runs then: the workers wait), there is nothing to
+    // consume, and every pass is full.
+    let current = catalog::sql_is_current();
+    let incremental = incremental && current;
 
     // Upsert only what differs (no dead tuples, no updated_at churn on a re-run), and
     // drop allocations for channels the model no longer has. Allocations of deleted
     // events go with them through the foreign key.
+    let (name, events_source, events_filter, event_count, removal) = match incremental {
+        false => (
+            "compute_window_full",
+            "{schema}.attribution_events e",
+            "e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3",
+            "SELECT count(*) FROM {schema}.attribution_events e
+              WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3",
+            // Only for models whose channel list has ever changed ($8): nothing else
+            // can have allocations for a channel it no longer gives.
+            "DELETE FROM {schema}.attribution_allocations a
+              USING {schema}.attribution_events e
+              WHERE $8
+                AND a.tenant_id = $1 AND a.model_version = $4
+                AND e.tenant_id = a.tenant_id AND e.id = a.event_id
+                AND e.occurred_at >= $2 AND e.occurred_at < $3
+                AND a.channel <> ALL ($5::text[])
+             RETURNING 1",
+        ),
+        true => (
+            "compute_window_incremental",
+            // One index lookup per changed event; an event that moved out of the window
+            // since is computed by its new window's run.
+            "(SELECT DISTINCT c.event_id FROM consumed c) AS ch
+              CROSS JOIN LATERAL (SELECT * FROM {schema}.attribution_events e
+                                   WHERE e.tenant_id = $1 AND e.id = ch.event_id
+                                     AND e.occurred_at >= $2 AND e.occurred_at < $3) AS e",
+            "true",
+            "SELECT count(DISTINCT c.event_id) FROM consumed c",
+            // A run is incremental only while the model has not changed since the
+            // window was last computed, so no allocation of a dropped channel is left.
+            "SELECT 1 WHERE false",
+        ),
+    };
+    let name = match (name, current) {
+        (name, true) => name,
+        (_, false) => "compute_window_before_update",
+    };
     let stmt = catalog::statement(
-        "compute_window",
+        name,
         &catalog::types(&[
             UUIDOID,
             TIMESTAMPTZOID,
@@ -48,20 +120,36 @@ pub fn compute_window(
             BOOLOID,
         ]),
         |schema| {
+            let events_source = events_source.replace("{schema}", schema);
+            let event_count = event_count.replace("{schema}", schema);
+            let removal = removal.replace("{schema}", schema);
+            let consume = if current {
+                format!(
+                    "DELETE FROM {schema}.attribution_event_changes c
+                      WHERE c.tenant_id = $1 AND c.model_version = $4
+                        AND c.occurred_at >= $2 AND c.occurred_at < $3
+                     RETURNING c.event_id"
+                )
+            } else {
+                "SELECT NULL::uuid AS event_id WHERE false".to_owned()
+            };
             format!(
                 "WITH model AS MATERIALIZED (
              SELECT $5::text[] AS channels, $6::int[] AS weights,
                     ARRAY(SELECT round(u.w::numeric / (SELECT sum(x) FROM unnest($6::int[]) x), 10)
                             FROM unnest($6::int[]) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord) AS ratios
          ),
+         consumed AS (
+             {consume}
+         ),
          computed AS (
              SELECT e.tenant_id, e.id AS event_id, s.channel, s.ratio, s.cents
-               FROM {schema}.attribution_events e
-              CROSS JOIN model m
+               FROM model m
+              CROSS JOIN {events_source}
               CROSS JOIN LATERAL unnest(m.channels, m.ratios,
                                         {schema}.attribution_split_cents(e.revenue_cents, m.weights))
                          AS s(channel, ratio, cents)
-              WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3
+              WHERE {events_filter}
          ),
          upserted AS (
              INSERT INTO {schema}.attribution_allocations AS a
@@ -78,19 +166,9 @@ pub fn compute_window(
              RETURNING 1
          ),
          removed AS (
-             -- Only for models whose channel list has ever changed ($8): nothing else
-             -- can have allocations for a channel it no longer gives.
-             DELETE FROM {schema}.attribution_allocations a
-              USING {schema}.attribution_events e
-              WHERE $8
-                AND a.tenant_id = $1 AND a.model_version = $4
-                AND e.tenant_id = a.tenant_id AND e.id = a.event_id
-                AND e.occurred_at >= $2 AND e.occurred_at < $3
-                AND a.channel <> ALL ($5::text[])
-             RETURNING 1
+             {removal}
          )
-         SELECT (SELECT count(*) FROM {schema}.attribution_events e
-                  WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3),
+         SELECT ({event_count}),
                 (SELECT count(*) FROM upserted) + (SELECT count(*) FROM removed)"
             )
         },
@@ -118,7 +196,7 @@ pub fn compute_window(
             row.get::<i64>(2).expect("allocation_count").unwrap_or(0),
         )
     });
-    Ok((events, written))
+    Ok(Computed { events, written, incremental })
 }
 
 /// Serialises writers whose windows overlap, for one tenant and model, so that the
@@ -180,28 +258,34 @@ pub struct Model {
     /// Whether the channel list was ever changed, so that allocations for channels the
     /// model no longer gives may exist.
     pub channels_ever_changed: bool,
+    /// When the channels or weights last changed (Postgres microseconds), if ever.
+    pub changed_at: Option<i64>,
 }
 
 /// The model, or UnknownModel.
 pub fn load_model(model_version: &str) -> Result<Model, AttributionError> {
-    let stmt = catalog::statement("load_model", &catalog::types(&[TEXTOID]), |schema| {
+    // 0.1.0's models have no changed_at (before ALTER EXTENSION UPDATE every pass is full).
+    let current = catalog::sql_is_current();
+    let name = if current { "load_model" } else { "load_model_before_update" };
+    let stmt = catalog::statement(name, &catalog::types(&[TEXTOID]), |schema| {
+        let changed_at = if current { "changed_at" } else { "NULL::timestamptz" };
         format!(
-            "SELECT channels, weights, channels_changed_at IS NOT NULL
+            "SELECT channels, weights, channels_changed_at IS NOT NULL, {changed_at}
                FROM {schema}.attribution_models WHERE model_version = $1"
         )
     });
     let row = Spi::connect(|client| {
-        client
-            .select(&*stmt, Some(1), &[model_version.into()])?
-            .first()
-            .get_three::<Vec<String>, Vec<i32>, bool>()
+        let row = client.select(&*stmt, Some(1), &[model_version.into()])?.first();
+        let (channels, weights, ever) = row.get_three::<Vec<String>, Vec<i32>, bool>()?;
+        let changed_at = row.get::<TimestampWithTimeZone>(4)?;
+        Ok::<_, pgrx::spi::SpiError>((channels, weights, ever, changed_at))
     });
     match row {
-        Ok((Some(channels), Some(weights), Some(channels_ever_changed))) => {
+        Ok((Some(channels), Some(weights), Some(channels_ever_changed), changed_at)) => {
             crate::engine::allocation::validate_weights(&weights).map_err(|source| {
                 AttributionError::ModelWeights { model_version: model_version.to_owned(), source }
             })?;
-            Ok(Model { channels, weights, channels_ever_changed })
+            Ok(Model { channels, weights, channels_ever_changed, changed_at: changed_at.map(i64::from) })
         }
         Ok(_) | Err(pgrx::spi::SpiError::InvalidPosition) => {
             Err(AttributionError::UnknownModel(model_version.to_owned()))

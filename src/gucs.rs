@@ -9,6 +9,7 @@ pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>
 pub static CORRELATION_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WINDOW_WIDTH: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static MAX_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(31 * 86_400);
+pub static INCREMENTAL_MAX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -38,6 +39,16 @@ pub fn init() {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"attribution.incremental_max_rows",
+        c"Largest statement whose changed events are recorded for incremental recompute.",
+        c"A statement that inserts or updates more events asks for a full pass over their windows instead, which is cheaper for bulk loads.",
+        &INCREMENTAL_MAX_ROWS,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"attribution.max_window",
         c"Longest window schedule_recompute_window and compute_allocations accept.",
         c"Bounds the work one job or call can do.",
@@ -47,6 +58,12 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+}
+
+/// Statements changing at most this many events record them for incremental runs;
+/// larger ones ask for a full pass.
+pub fn incremental_max_rows() -> i64 {
+    i64::from(INCREMENTAL_MAX_ROWS.get())
 }
 
 /// The caller's correlation id setting, `None` when unset or empty. Not yet validated.

@@ -17,6 +17,8 @@ pub struct JobRequest {
     pub window: Window,
     pub model_version: String,
     pub correlation_id: String,
+    /// Ask for a full pass over the window rather than only the recorded changes.
+    pub full: bool,
 }
 
 /// Enqueues the requests in one statement and returns their job ids (not necessarily in
@@ -34,27 +36,43 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
     let mut ends = Vec::with_capacity(requests.len());
     let mut models = Vec::with_capacity(requests.len());
     let mut correlation_ids = Vec::with_capacity(requests.len());
+    let mut full = Vec::with_capacity(requests.len());
     for r in requests {
         tenants.push(r.tenant_id);
         starts.push(to_timestamptz(r.window.start));
         ends.push(to_timestamptz(r.window.end));
         models.push(r.model_version.clone());
         correlation_ids.push(r.correlation_id.clone());
+        full.push(r.full);
     }
+    // Under the SQL of an older version (before ALTER EXTENSION UPDATE) the job table has
+    // no full_requested column; a job enqueued then has never been computed by this
+    // version, so its first run is a full pass anyway.
+    let current = catalog::sql_is_current();
     let stmt = catalog::statement(
-        "enqueue",
+        if current { "enqueue" } else { "enqueue_before_update" },
         &catalog::types(&[
             UUIDARRAYOID,
             TIMESTAMPTZARRAYOID,
             TIMESTAMPTZARRAYOID,
             TEXTARRAYOID,
             TEXTARRAYOID,
+            BOOLARRAYOID,
         ]),
         |schema| {
+            let (full_column, full_value, full_update) = if current {
+                (
+                    ", full_requested",
+                    ", $6::bool[]",
+                    "full_requested = j.full_requested OR excluded.full_requested,",
+                )
+            } else {
+                ("", "", "")
+            };
             format!(
                 "INSERT INTO {schema}.attribution_recompute_jobs AS j
-                (tenant_id, window_start, window_end, model_version, last_correlation_id)
-         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[])
+                (tenant_id, window_start, window_end, model_version, last_correlation_id{full_column})
+         SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[]{full_value})
          ON CONFLICT (tenant_id, window_start, window_end, model_version) DO UPDATE SET
                 status = CASE WHEN j.status = 'running' THEN 'running' ELSE 'pending' END,
                 rerun_requested = (j.status = 'running'),
@@ -62,6 +80,7 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
                 run_after = CASE WHEN j.status IN ('succeeded', 'failed') THEN now() ELSE j.run_after END,
                 enqueued_at = CASE WHEN j.status IN ('succeeded', 'failed') THEN now() ELSE j.enqueued_at END,
                 last_correlation_id = excluded.last_correlation_id,
+                {full_update}
                 updated_at = now()
          RETURNING j.id"
             )
@@ -72,7 +91,14 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
             .update(
                 &*stmt,
                 None,
-                &[tenants.into(), starts.into(), ends.into(), models.into(), correlation_ids.into()],
+                &[
+                    tenants.into(),
+                    starts.into(),
+                    ends.into(),
+                    models.into(),
+                    correlation_ids.into(),
+                    full.into(),
+                ],
             )
             .expect("enqueueing recompute jobs");
         rows.map(|row| row.get::<pgrx::Uuid>(1).expect("job id").expect("job id is not null")).collect()

@@ -39,7 +39,8 @@ fn compute(
         model_version,
         &correlation_id,
         crate::compute::LockWait::Wait,
+        crate::compute::Pass::Full,
     );
     scope.leave();
-    result
+    result.map(|c| (c.events, c.written))
 }

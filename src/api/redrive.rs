@@ -54,6 +54,7 @@ fn redrive(failed_job_id: Option<i64>) -> Result<pgrx::Uuid, AttributionError> {
         window: Window { start: start.into(), end: end.into() },
         model_version,
         correlation_id,
+        full: false,
     }]);
     Spi::run_with_args(
         &format!(

@@ -17,7 +17,21 @@ fn schedule_recompute_window(
     correlation_id: default!(Option<&str>, "NULL"),
     model_version: default!(Option<&str>, "'1.0.0'"),
 ) -> pgrx::Uuid {
-    schedule(tenant_id, window_start, window_end, correlation_id, model_version).or_report()
+    schedule(tenant_id, window_start, window_end, correlation_id, model_version, false).or_report()
+}
+
+/// Like `schedule_recompute_window`, but the run computes every event of the window
+/// instead of only those changed since its last computation: for repairs (allocations
+/// changed by hand, say). It costs as much as the window holds events.
+#[pg_extern(volatile, parallel_unsafe)]
+fn schedule_full_recompute(
+    tenant_id: Option<pgrx::Uuid>,
+    window_start: Option<TimestampWithTimeZone>,
+    window_end: Option<TimestampWithTimeZone>,
+    correlation_id: default!(Option<&str>, "NULL"),
+    model_version: default!(Option<&str>, "'1.0.0'"),
+) -> pgrx::Uuid {
+    schedule(tenant_id, window_start, window_end, correlation_id, model_version, true).or_report()
 }
 
 fn schedule(
@@ -26,6 +40,7 @@ fn schedule(
     window_end: Option<TimestampWithTimeZone>,
     correlation_id: Option<&str>,
     model_version: Option<&str>,
+    full: bool,
 ) -> Result<pgrx::Uuid, AttributionError> {
     let tenant_id = require(tenant_id, "tenant_id")?;
     let window = window_arg(require(window_start, "window_start")?, require(window_end, "window_end")?)?;
@@ -42,6 +57,7 @@ fn schedule(
         window,
         model_version: model_version.to_owned(),
         correlation_id,
+        full,
     }]);
     scope.leave();
     Ok(ids[0])

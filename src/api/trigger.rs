@@ -30,11 +30,17 @@ fn attribution_events_schedule<'a>(
     }
     let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref()).or_report();
     let width = gucs::window_width_seconds();
-    let buckets = touched_buckets(trigger, width).or_report();
+    let (buckets, new_rows) = touched_buckets(trigger, width).or_report();
     if buckets.is_empty() {
         return Ok(None);
     }
     let models = active_models();
+    // Small statements record which events changed, so the runs compute only those; a
+    // bulk load asks for a full pass instead, which costs the load nothing per row.
+    let full = new_rows > gucs::incremental_max_rows();
+    if !full && new_rows > 0 && !models.is_empty() && catalog::sql_is_current() {
+        record_changes(trigger, &models);
+    }
     let mut requests = Vec::with_capacity(buckets.len() * models.len());
     for (tenant_id, window) in &buckets {
         for model_version in &models {
@@ -43,6 +49,7 @@ fn attribution_events_schedule<'a>(
                 window: *window,
                 model_version: model_version.clone(),
                 correlation_id: correlation_id.clone(),
+                full,
             });
         }
     }
@@ -50,38 +57,61 @@ fn attribution_events_schedule<'a>(
     Ok(None)
 }
 
+/// Records every inserted or updated event (its new version) for each model, for the
+/// incremental runs of its window (src/compute.rs).
+fn record_changes(trigger: &PgTrigger<'_>, models: &[String]) {
+    let schema = catalog::schema();
+    let sql = format!(
+        "INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id)
+         SELECT n.tenant_id, m.model_version, n.occurred_at, n.id
+           FROM {NEW_ROWS} n CROSS JOIN pg_catalog.unnest($1::text[]) AS m(model_version)"
+    );
+    Spi::connect_mut(|client| {
+        // SAFETY: as in touched_buckets: the trigger data outlives this call.
+        let rc = unsafe {
+            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
+        };
+        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+        client.update(&sql, None, &[models.to_vec().into()]).map(|_| ())
+    })
+    .expect("recording changed events");
+}
+
 /// Distinct (tenant, bucket) pairs among the rows the statement inserted, updated (before
-/// and after) or deleted.
+/// and after) or deleted, and how many rows it inserted or updated (the new versions).
 fn touched_buckets(
     trigger: &PgTrigger<'_>,
     width_seconds: i64,
-) -> Result<BTreeSet<(pgrx::Uuid, Window)>, AttributionError> {
+) -> Result<(BTreeSet<(pgrx::Uuid, Window)>, i64), AttributionError> {
     let mut sources = Vec::new();
     if trigger.new_transition_table_name().ok().flatten().is_some() {
-        sources.push(NEW_ROWS);
+        sources.push((NEW_ROWS, 1));
     }
     if trigger.old_transition_table_name().ok().flatten().is_some() {
-        sources.push(OLD_ROWS);
+        sources.push((OLD_ROWS, 0));
     }
     if sources.is_empty() {
-        return Ok(BTreeSet::new());
+        return Ok((BTreeSet::new(), 0));
     }
-    // date_bin does the per-row work in C; the engine turns each bucket start into the
-    // same window the rest of the extension uses.
-    let sql = sources
+    // date_bin does the per-row work in C and the grouping happens in SQL; the engine
+    // turns each bucket start into the same window the rest of the extension uses.
+    let rows = sources
         .iter()
-        .map(|t| {
+        .map(|(t, is_new)| {
             // date_bin overflows within a few decades of the end of the timestamp range
             // (year 294276); such a row has no window the queue can store, and NULL
             // here becomes a clear 22008 below.
             format!(
                 "SELECT tenant_id, CASE WHEN occurred_at OPERATOR(pg_catalog.<) '294000-01-01 00:00:00+00' \
                  THEN pg_catalog.date_bin(pg_catalog.make_interval(secs => $1), occurred_at, \
-                 '1970-01-01 00:00:00+00') END FROM {t}"
+                 '1970-01-01 00:00:00+00') END AS bucket, {is_new} AS is_new FROM {t}"
             )
         })
         .collect::<Vec<_>>()
-        .join(" UNION ");
+        .join(" UNION ALL ");
+    let sql = format!(
+        "SELECT tenant_id, bucket, pg_catalog.sum(is_new)::int8 FROM ({rows}) AS touched GROUP BY tenant_id, bucket"
+    );
     Spi::connect(|client| {
         // SAFETY: the trigger data is Postgres's and outlives this call; registering it
         // makes the transition tables visible to queries on this SPI connection.
@@ -90,13 +120,16 @@ fn touched_buckets(
         };
         assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
         let rows = client.select(&sql, None, &[width_seconds.into()]).expect("reading transition tables");
-        rows.map(|row| {
+        let mut buckets = BTreeSet::new();
+        let mut new_rows = 0i64;
+        for row in rows {
             let tenant: pgrx::Uuid = row.get(1).expect("tenant_id").expect("tenant_id is NOT NULL");
             let start: Option<TimestampWithTimeZone> = row.get(2).expect("bucket");
             let start = start.ok_or(WindowError::BeyondRange)?;
-            Ok((tenant, Window::schedulable_bucket(start.into(), width_seconds)?))
-        })
-        .collect()
+            new_rows += row.get::<i64>(3).expect("row count").unwrap_or(0);
+            buckets.insert((tenant, Window::schedulable_bucket(start.into(), width_seconds)?));
+        }
+        Ok((buckets, new_rows))
     })
 }
 

@@ -3,7 +3,7 @@
 //! an error in a job is caught and recorded, never allowed to kill the worker.
 
 use crate::catalog;
-use crate::compute::{compute_window, LockWait};
+use crate::compute::{compute_window, LockWait, Pass};
 use crate::engine::retry::backoff;
 use crate::engine::window::{Window, WindowError, MICROS_PER_SECOND};
 use crate::gucs;
@@ -25,6 +25,10 @@ struct Job {
     correlation_id: String,
     attempts: i32,
     inject_failure: Option<String>,
+    /// A full pass was asked for (the claim consumed the request).
+    full_requested: bool,
+    /// When the window was last computed (Postgres microseconds); None: never.
+    computed_at: Option<i64>,
 }
 
 impl Job {
@@ -45,6 +49,8 @@ impl Job {
             correlation_id: column(row, 6),
             attempts: column(row, 7),
             inject_failure: row.get(8).ok().flatten(),
+            full_requested: row.get(9).ok().flatten().unwrap_or(true),
+            computed_at: row.get::<TimestampWithTimeZone>(10).ok().flatten().map(i64::from),
         }
     }
 }
@@ -79,11 +85,12 @@ fn refusal() -> Option<String> {
         if pg_sys::get_extension_oid(EXTENSION_C.as_ptr(), true) == pg_sys::InvalidOid {
             return Some("extension pg_attribution is not installed in this database; jobs wait".to_owned());
         }
-        let installed = installed_version();
-        if installed != LIBRARY_VERSION {
+        let installed = catalog::installed_version();
+        if installed != catalog::LIBRARY_VERSION {
             return Some(format!(
                 "the installed SQL of pg_attribution is version {installed} but the library is version \
-                 {LIBRARY_VERSION}; jobs wait. Run ALTER EXTENSION pg_attribution UPDATE"
+                 {}; jobs wait. Run ALTER EXTENSION pg_attribution UPDATE",
+                catalog::LIBRARY_VERSION
             ));
         }
         let queue_role = pg_sys::get_role_oid(WORKER_ROLE_C.as_ptr(), true);
@@ -106,30 +113,6 @@ fn refusal() -> Option<String> {
         }
     }
     None
-}
-
-/// The version this library was built as; the installed SQL must match it.
-const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-thread_local! {
-    static VERSION_SEEN: std::cell::RefCell<Option<(Instant, String)>> = const { std::cell::RefCell::new(None) };
-}
-
-/// pg_extension.extversion, read at most once a second.
-fn installed_version() -> String {
-    let cached = VERSION_SEEN.with(|v| {
-        v.borrow().as_ref().filter(|(at, _)| at.elapsed() < Duration::from_secs(1)).map(|(_, s)| s.clone())
-    });
-    if let Some(version) = cached {
-        return version;
-    }
-    let version: String =
-        Spi::get_one("SELECT extversion::text FROM pg_catalog.pg_extension WHERE extname = 'pg_attribution'")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-    VERSION_SEEN.with(|v| *v.borrow_mut() = Some((Instant::now(), version.clone())));
-    version
 }
 
 impl WorkerState {
@@ -193,14 +176,15 @@ pub fn run_next(state: &mut WorkerState) -> bool {
     // this job's result: one transaction and one WAL flush per job instead of two. The
     // claim is still durable before that job runs, which is what crash accounting needs.
     match in_transaction(AssertUnwindSafe(|| (run(&job), claim_if_allowed(state)))) {
-        Ok(((events, written), next)) => {
+        Ok((computed, next)) => {
             debug1!(
-                "pg_attribution job {} tenant {} correlation_id {}: {} events, {} allocation rows written in {:.1} ms",
+                "pg_attribution job {} tenant {} correlation_id {}: {} pass, {} events, {} allocation rows written in {:.1} ms",
                 job.id,
                 job.tenant_id,
                 job.correlation_id,
-                events,
-                written,
+                if computed.incremental { "incremental" } else { "full" },
+                computed.events,
+                computed.written,
                 started.elapsed().as_secs_f64() * 1000.0
             );
             state.claimed = next;
@@ -322,11 +306,11 @@ fn claim(after_tenant: Option<pgrx::Uuid>) -> Option<Job> {
 fn claim_sql(prefix: &str) -> String {
     format!(
         "WITH next AS (
-                 SELECT c.tenant_id, c.id
+                 SELECT c.tenant_id, c.id, c.full_requested
                    FROM (VALUES ($1::uuid), ('00000000-0000-0000-0000-000000000000'::uuid))
                         AS start(from_tenant)
                   CROSS JOIN LATERAL (
-                        SELECT j.tenant_id, j.id FROM {prefix}attribution_recompute_jobs j
+                        SELECT j.tenant_id, j.id, j.full_requested FROM {prefix}attribution_recompute_jobs j
                          WHERE j.status = 'pending' AND j.run_after <= now()
                            AND j.tenant_id >= start.from_tenant
                          ORDER BY j.tenant_id, j.run_after
@@ -338,12 +322,13 @@ fn claim_sql(prefix: &str) -> String {
                 SET status = 'running',
                     attempts = least(j.attempts, 2147483646) + 1,
                     run_count = least(j.run_count, 2147483646) + 1,
-                    rerun_requested = false, started_at = clock_timestamp(), finished_at = NULL,
+                    rerun_requested = false, full_requested = false,
+                    started_at = clock_timestamp(), finished_at = NULL,
                     worker_pid = pg_backend_pid(), updated_at = now()
                FROM next
               WHERE j.tenant_id = next.tenant_id AND j.id = next.id
           RETURNING j.id, j.tenant_id, j.window_start, j.window_end, j.model_version,
-                    j.last_correlation_id, j.attempts, j.inject_failure"
+                    j.last_correlation_id, j.attempts, j.inject_failure, next.full_requested, j.computed_at"
     )
 }
 
@@ -360,7 +345,7 @@ fn round_robin_start(last_tenant: Option<[u8; 16]>) -> [u8; 16] {
 /// Runs a claimed job: compute under the job's tenant context and correlation id, then
 /// mark it done, all in the caller's transaction so the allocations and the job's
 /// status commit together.
-fn run(job: &Job) -> (i64, i64) {
+fn run(job: &Job) -> crate::compute::Computed {
     let context = catalog::statement("set_job_context", &catalog::types(&[TEXTOID, TEXTOID]), |_| {
         "SELECT pg_catalog.set_config('attribution.tenant_id', $1, true),
                 pg_catalog.set_config('attribution.correlation_id', $2, true)"
@@ -375,16 +360,26 @@ fn run(job: &Job) -> (i64, i64) {
     inject_failure(job);
 
     let window = job.window.clone().unwrap_or_else(|e| crate::errors::AttributionError::from(e).report());
-    let result =
-        compute_window(job.tenant_id, window, &job.model_version, &job.correlation_id, LockWait::NoWait)
-            .unwrap_or_else(|e| e.report());
+    let pass = match job.computed_at {
+        Some(computed_at) if !job.full_requested => Pass::IncrementalSince(computed_at),
+        _ => Pass::Full,
+    };
+    let result = compute_window(
+        job.tenant_id,
+        window,
+        &job.model_version,
+        &job.correlation_id,
+        LockWait::NoWait,
+        pass,
+    )
+    .unwrap_or_else(|e| e.report());
 
     // A request that arrived during the run set rerun_requested: run once more.
     let finish = catalog::statement("finish_job", &catalog::types(&[UUIDOID, UUIDOID]), |schema| {
         format!(
             "UPDATE {schema}.attribution_recompute_jobs
                 SET status = CASE WHEN rerun_requested THEN 'pending' ELSE 'succeeded' END,
-                    run_after = now(), rerun_requested = false, attempts = 0,
+                    run_after = now(), rerun_requested = false, attempts = 0, computed_at = now(),
                     finished_at = clock_timestamp(), worker_pid = NULL, last_error = NULL,
                     last_sqlstate = NULL, updated_at = now()
               WHERE tenant_id = $1 AND id = $2"
@@ -452,6 +447,7 @@ fn record_failure(job: &Job, failure: &Failure, outcome: Outcome) {
                  UPDATE {schema}.attribution_recompute_jobs
                     SET status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END,
                         attempts = CASE WHEN $7 THEN attempts ELSE greatest(attempts - 1, 0) END,
+                        full_requested = full_requested OR $8,
                         run_after = now() + make_interval(secs => $4),
                         rerun_requested = CASE WHEN $3 THEN false ELSE rerun_requested END,
                         finished_at = clock_timestamp(), worker_pid = NULL,
@@ -477,6 +473,7 @@ fn record_failure(job: &Job, failure: &Failure, outcome: Outcome) {
             failure.message.as_str().into(),
             failure.sqlstate.as_deref().into(),
             spent.into(),
+            job.full_requested.into(),
         ],
     )
     .expect("recording a job failure");
@@ -496,6 +493,8 @@ pub fn recover_orphans(claimed_next: Option<pgrx::Uuid>) {
                     &format!(
                         "SELECT id, tenant_id, window_start, window_end, model_version,
                                 last_correlation_id, attempts, inject_failure,
+                                -- the claim consumed the run's full-pass request: ask again
+                                true, computed_at,
                                 worker_pid = pg_backend_pid() AND started_at >= pg_postmaster_start_time()
                            FROM {schema}.attribution_recompute_jobs
                           WHERE status = 'running'
@@ -513,7 +512,7 @@ pub fn recover_orphans(claimed_next: Option<pgrx::Uuid>) {
                     &[BACKEND_TYPE.into(), claimed_next.into()],
                 )
                 .expect("finding orphaned jobs")
-                .map(|row| (Job::from_row(&row), row.get::<bool>(9).ok().flatten().unwrap_or(false)))
+                .map(|row| (Job::from_row(&row), row.get::<bool>(11).ok().flatten().unwrap_or(false)))
                 .collect()
         });
         let crashed = Failure {
