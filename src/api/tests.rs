@@ -638,3 +638,33 @@ fn the_sql_uses_the_names_the_rust_code_defines() {
     ));
     assert_eq!(policies, 2, "the queue and dead-letter policies name the worker role");
 }
+
+#[pg_test]
+fn small_statements_record_changed_events_and_bulk_ones_ask_for_a_full_pass() {
+    tenants();
+    let changes = |filter: &str| one::<i64>(&format!("SELECT count(*) FROM attribution_event_changes WHERE {filter}"));
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100), (E2, "2026-01-01 11:00Z", 7)]);
+    assert_eq!(changes("true"), 2, "one record per event and active model");
+    assert!(!one::<bool>("SELECT bool_or(full_requested) FROM attribution_recompute_jobs"));
+    // A move records the event where it now is; a delete records nothing.
+    run(&format!("UPDATE attribution_events SET occurred_at = '2026-01-02 10:00Z' WHERE id = '{E1}'"));
+    assert_eq!(changes("occurred_at >= '2026-01-02Z'"), 1);
+    run(&format!("DELETE FROM attribution_events WHERE id = '{E2}'"));
+    assert_eq!(changes("true"), 3);
+    // A statement over attribution.incremental_max_rows asks for a full pass instead.
+    run("SET LOCAL attribution.incremental_max_rows = 1");
+    insert_events(
+        TENANT_A,
+        &[(E3, "2026-01-03 10:00Z", 1), ("10000000-0000-4000-8000-000000000004", "2026-01-03 11:00Z", 2)],
+    );
+    assert_eq!(changes("occurred_at >= '2026-01-03Z'"), 0);
+    assert!(one::<bool>("SELECT full_requested FROM attribution_recompute_jobs WHERE window_start = '2026-01-03Z'"));
+    // Computing a window consumes its records, and only its own.
+    compute(TENANT_A, "2026-01-01Z", "2026-01-02Z");
+    assert_eq!(changes("occurred_at < '2026-01-02Z'"), 0);
+    assert_eq!(changes("occurred_at >= '2026-01-02Z'"), 1);
+    // schedule_full_recompute asks for a full pass on an existing job.
+    assert!(!one::<bool>("SELECT full_requested FROM attribution_recompute_jobs WHERE window_start = '2026-01-02Z'"));
+    run(&format!("SELECT schedule_full_recompute('{TENANT_A}', '2026-01-02', '2026-01-03')"));
+    assert!(one::<bool>("SELECT full_requested FROM attribution_recompute_jobs WHERE window_start = '2026-01-02Z'"));
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Incremental recompute on a hot day (release build, throwaway cluster, fsync and
+# synchronous_commit on, default worker settings), side by side in one run:
+# - the day's first computation (a full pass over EVENTS events: the backfill);
+# - one event changed, then its job (incremental);
+# - the unchanged day re-requested with schedule_recompute_window (incremental, nothing
+#   recorded) against the same day with schedule_full_recompute (full pass), and
+#   against a hand-written INSERT ... SELECT ... ON CONFLICT DO UPDATE ... WHERE
+#   IS DISTINCT FROM over the same rows into a table of the same shape that holds them;
+# - live ingest into the hot day: one single-event INSERT every 200 ms for LIVE_SECONDS,
+#   insert commit -> allocations visible;
+# - the change log's size at the end, and the every-cent check.
+# Sizes: EVENTS (default 1,000,000), LIVE_SECONDS (default 30).
+set -euo pipefail
+. "$(dirname "$0")/../scripts/lib.sh"
+
+DATA="$ROOT/target/bench-incremental/data"
+PORT=${BENCH_PORT:-54336}
+EVENTS=${EVENTS:-1000000}
+LIVE_SECONDS=${LIVE_SECONDS:-30}
+
+"$ROOT/scripts/setup.sh"
+install_extension release
+cluster_start "$DATA" "$PORT" "attribution.database = 'attribution_bench'" "shared_buffers = '1GB'" "max_wal_size = '4GB'"
+trap 'cluster_stop "$DATA"' EXIT
+q() { cluster_psql "$DATA" "$PORT" -d attribution_bench -tA "$@"; }
+cluster_psql "$DATA" "$PORT" -d postgres -c "CREATE DATABASE attribution_bench" >/dev/null
+q -c "CREATE EXTENSION pg_attribution" -c "$(tenants_sql)" >/dev/null
+poll_until 60 q -c "SELECT workers = 2 FROM attribution_queue_health"
+DAY="2026-09-01"
+# job_ms CORRELATION_ID: waits for the job and prints its run time in ms.
+job_ms() {
+    POLL_PAUSE=0.2 poll_until 3600 q -c "SELECT status = 'succeeded' FROM attribution_recompute_jobs WHERE last_correlation_id = '$1'"
+    q -c "SELECT round(extract(epoch FROM finished_at - started_at)::numeric * 1000, 1) FROM attribution_recompute_jobs WHERE last_correlation_id = '$1'"
+}
+
+log "backfill: $EVENTS events into one day, one INSERT, its job (full pass)"
+q -c "SET attribution.correlation_id = 'bench-backfill'" \
+  -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+      SELECT gen_random_uuid(), '$TENANT_A', timestamptz '$DAY 00:00Z' + (g % 86400) * interval '1 second', (g::bigint * 7919) % 100000
+        FROM generate_series(1, $EVENTS) g" >/dev/null
+backfill=$(job_ms bench-backfill)
+echo "  full pass over $EVENTS events: $backfill ms"
+q -c "VACUUM ANALYZE attribution_allocations" -c "VACUUM ANALYZE attribution_events" >/dev/null
+
+log "one event of the day changed, then its job"
+q -c "SET attribution.correlation_id = 'bench-one'" \
+  -c "UPDATE attribution_events SET revenue_cents = revenue_cents + 1
+       WHERE tenant_id = '$TENANT_A' AND id = (SELECT id FROM attribution_events WHERE tenant_id = '$TENANT_A' LIMIT 1)" >/dev/null
+echo "  incremental job: $(job_ms bench-one) ms"
+
+log "unchanged day re-requested: incremental, full pass, hand-written statement"
+q -c "SELECT schedule_recompute_window('$TENANT_A', '$DAY', '$DAY'::timestamptz + interval '1 day', 'bench-rerun')" >/dev/null
+echo "  schedule_recompute_window (incremental): $(job_ms bench-rerun) ms"
+q -c "SELECT schedule_full_recompute('$TENANT_A', '$DAY', '$DAY'::timestamptz + interval '1 day', 'bench-full')" >/dev/null
+echo "  schedule_full_recompute (full pass):     $(job_ms bench-full) ms"
+q >/dev/null <<SQL
+CREATE TABLE handwritten (LIKE attribution_allocations INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY);
+ALTER TABLE handwritten ADD PRIMARY KEY (tenant_id, id),
+    ADD UNIQUE (tenant_id, event_id, model_version, channel),
+    ADD FOREIGN KEY (tenant_id, event_id) REFERENCES attribution_events (tenant_id, id) ON DELETE CASCADE;
+INSERT INTO handwritten SELECT * FROM attribution_allocations;
+VACUUM ANALYZE handwritten;
+SQL
+handwritten=$(q <<SQL
+\\timing on
+SET attribution.tenant_id = '$TENANT_A';
+INSERT INTO handwritten AS a (tenant_id, event_id, model_version, channel, allocation_ratio, allocated_revenue_cents, correlation_id)
+SELECT e.tenant_id, e.id, '1.0.0', s.channel, s.ratio, s.cents, 'hand'
+  FROM attribution_events e
+ CROSS JOIN LATERAL unnest(ARRAY['google_search', 'direct', 'email'], ARRAY[0.3333333333, 0.3333333333, 0.3333333333]::numeric[],
+                           attribution_split_cents(e.revenue_cents, ARRAY[1, 1, 1])) AS s(channel, ratio, cents)
+ WHERE e.tenant_id = '$TENANT_A' AND e.occurred_at >= '$DAY' AND e.occurred_at < '$DAY'::timestamptz + interval '1 day'
+ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
+   SET allocation_ratio = excluded.allocation_ratio, allocated_revenue_cents = excluded.allocated_revenue_cents
+ WHERE (a.allocation_ratio, a.allocated_revenue_cents) IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents);
+SQL
+)
+echo "  hand-written INSERT ... ON CONFLICT re-run: $(grep -o 'Time: [0-9.]* ms' <<< "$handwritten" | tail -1)"
+
+log "live ingest into the $EVENTS-event day: one INSERT every 200 ms for $LIVE_SECONDS s"
+samples=$((LIVE_SECONDS * 5))
+live=$(q <<SQL
+CREATE TEMP TABLE lat (ms float8);
+DO \$\$
+DECLARE t0 timestamptz; done timestamptz;
+BEGIN
+  FOR i IN 1..$samples LOOP
+    t0 := clock_timestamp();
+    INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+    VALUES (gen_random_uuid(), '$TENANT_A', timestamptz '$DAY 12:00Z' + i * interval '1 second', 100);
+    COMMIT;
+    -- As bench/run.sh measures: the run's finished_at (taken just before its commit),
+    -- read after the client slept, so that polling takes no CPU from the workers.
+    PERFORM pg_sleep(0.15);
+    SELECT finished_at INTO done FROM attribution_recompute_jobs
+     WHERE tenant_id = '$TENANT_A' AND window_start = '$DAY' AND finished_at > t0;
+    IF done IS NULL THEN RAISE EXCEPTION 'sample % not computed within 150 ms', i; END IF;
+    INSERT INTO lat VALUES (extract(epoch FROM done - t0) * 1000);
+    COMMIT;
+    PERFORM pg_sleep(greatest(0, 0.2 - extract(epoch FROM clock_timestamp() - t0)));
+  END LOOP;
+END \$\$;
+SELECT format('p50 %s ms, p99 %s ms, max %s ms over %s inserts',
+              round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+              round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+              round(max(ms)::numeric, 2), count(*)) FROM lat;
+SQL
+)
+echo "  insert -> allocations committed: $live"
+
+POLL_PAUSE=0.5 poll_until 600 q -c "SELECT pending + running = 0 FROM attribution_queue_health"
+echo "  change log at the end: $(q -c "SELECT count(*) FROM attribution_event_changes") rows, $(q -c "SELECT pg_size_pretty(pg_total_relation_size('attribution_event_changes'))")"
+bad=$(q -c "$(cents_off_sql)")
+echo "  events whose allocations do not sum to their revenue: $bad"
+[ "$bad" = 0 ]
