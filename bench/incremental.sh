@@ -78,6 +78,42 @@ SQL
 )
 echo "  hand-written INSERT ... ON CONFLICT re-run: $(grep -o 'Time: [0-9.]* ms' <<< "$handwritten" | tail -1)"
 
+log "backfill by hand: the hand-written statement writing the same rows into an empty table of the same shape"
+handfresh=$(q <<SQL
+TRUNCATE handwritten;
+\\timing on
+SET attribution.tenant_id = '$TENANT_A';
+INSERT INTO handwritten AS a (tenant_id, event_id, model_version, channel, allocation_ratio, allocated_revenue_cents, correlation_id)
+SELECT e.tenant_id, e.id, '1.0.0', s.channel, s.ratio, s.cents, 'hand'
+  FROM attribution_events e
+ CROSS JOIN LATERAL unnest(ARRAY['google_search', 'direct', 'email'], ARRAY[0.3333333333, 0.3333333333, 0.3333333333]::numeric[],
+                           attribution_split_cents(e.revenue_cents, ARRAY[1, 1, 1])) AS s(channel, ratio, cents)
+ WHERE e.tenant_id = '$TENANT_A' AND e.occurred_at >= '$DAY' AND e.occurred_at < '$DAY'::timestamptz + interval '1 day'
+ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
+   SET allocation_ratio = excluded.allocation_ratio, allocated_revenue_cents = excluded.allocated_revenue_cents
+ WHERE (a.allocation_ratio, a.allocated_revenue_cents) IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents);
+SQL
+)
+handfresh_ms=$(grep -o 'Time: [0-9.]*' <<< "$handfresh" | tail -1 | awk '{print $2}')
+echo "  hand-written, fresh: $handfresh_ms ms ($(awk -v n="$EVENTS" -v t="$handfresh_ms" 'BEGIN { printf "%.0f", n / t * 1000 }') events/s); the extension's first full pass: $backfill ms ($(awk -v n="$EVENTS" -v t="$backfill" 'BEGIN { printf "%.0f", n / t * 1000 }') events/s)"
+
+log "sustained ingest: 200 INSERTs of 1,000 rows into the day, back to back from 2 clients"
+start=$(q -c "SELECT clock_timestamp()")
+for c in 1 2; do
+    ( for i in $(seq 1 100); do
+          q -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+                SELECT gen_random_uuid(), '$TENANT_A', timestamptz '$DAY 06:00Z' + g * interval '1 second', g
+                  FROM generate_series(1, 1000) g" >/dev/null
+      done ) &
+done
+wait
+last_commit=$(q -c "SELECT clock_timestamp()")
+POLL_PAUSE=0.05 poll_until 600 q -c "SELECT pending + running = 0 FROM attribution_queue_health"
+lag=$(q -c "SELECT round(extract(epoch FROM max(finished_at) - '$last_commit'::timestamptz)::numeric * 1000, 1) FROM attribution_recompute_jobs")
+rate=$(q -c "SELECT round(200000 / extract(epoch FROM max(finished_at) - '$start'::timestamptz)) FROM attribution_recompute_jobs")
+echo "  last allocation $lag ms after the last commit; $rate events/s allocated over the run (hand-written backfill: $(awk -v n="$EVENTS" -v t="$handfresh_ms" 'BEGIN { printf "%.0f", n / t * 1000 }') events/s)"
+echo "  change log after it: $(q -c "SELECT count(*) FROM attribution_event_changes") rows, $(q -c "SELECT pg_size_pretty(pg_total_relation_size('attribution_event_changes'))")"
+
 log "live ingest into the $EVENTS-event day: one INSERT every 200 ms for $LIVE_SECONDS s"
 samples=$((LIVE_SECONDS * 5))
 live=$(q <<SQL
