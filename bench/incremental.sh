@@ -49,6 +49,23 @@ q -c "SET attribution.correlation_id = 'bench-one'" \
        WHERE tenant_id = '$TENANT_A' AND id = (SELECT id FROM attribution_events WHERE tenant_id = '$TENANT_A' LIMIT 1)" >/dev/null
 echo "  incremental job: $(job_ms bench-one) ms"
 
+# The hand-written statement: the day's allocations for model 1.0.0 upserted into
+# handwritten, writing only rows that differ, as compute_allocations does.
+handwritten_sql() {
+    cat <<SQL
+SET attribution.tenant_id = '$TENANT_A';
+INSERT INTO handwritten AS a (tenant_id, event_id, model_version, channel, allocation_ratio, allocated_revenue_cents, correlation_id)
+SELECT e.tenant_id, e.id, '1.0.0', s.channel, s.ratio, s.cents, 'hand'
+  FROM attribution_events e
+ CROSS JOIN LATERAL unnest(ARRAY['google_search', 'direct', 'email'], ARRAY[0.3333333333, 0.3333333333, 0.3333333333]::numeric[],
+                           attribution_split_cents(e.revenue_cents, ARRAY[1, 1, 1])) AS s(channel, ratio, cents)
+ WHERE e.tenant_id = '$TENANT_A' AND e.occurred_at >= '$DAY' AND e.occurred_at < '$DAY'::timestamptz + interval '1 day'
+ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
+   SET allocation_ratio = excluded.allocation_ratio, allocated_revenue_cents = excluded.allocated_revenue_cents
+ WHERE (a.allocation_ratio, a.allocated_revenue_cents) IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents);
+SQL
+}
+
 log "unchanged day re-requested: incremental, full pass, hand-written statement"
 q -c "SELECT schedule_recompute_window('$TENANT_A', '$DAY', '$DAY'::timestamptz + interval '1 day', 'bench-rerun')" >/dev/null
 echo "  schedule_recompute_window (incremental): $(job_ms bench-rerun) ms"
@@ -64,16 +81,7 @@ VACUUM ANALYZE handwritten;
 SQL
 handwritten=$(q <<SQL
 \\timing on
-SET attribution.tenant_id = '$TENANT_A';
-INSERT INTO handwritten AS a (tenant_id, event_id, model_version, channel, allocation_ratio, allocated_revenue_cents, correlation_id)
-SELECT e.tenant_id, e.id, '1.0.0', s.channel, s.ratio, s.cents, 'hand'
-  FROM attribution_events e
- CROSS JOIN LATERAL unnest(ARRAY['google_search', 'direct', 'email'], ARRAY[0.3333333333, 0.3333333333, 0.3333333333]::numeric[],
-                           attribution_split_cents(e.revenue_cents, ARRAY[1, 1, 1])) AS s(channel, ratio, cents)
- WHERE e.tenant_id = '$TENANT_A' AND e.occurred_at >= '$DAY' AND e.occurred_at < '$DAY'::timestamptz + interval '1 day'
-ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
-   SET allocation_ratio = excluded.allocation_ratio, allocated_revenue_cents = excluded.allocated_revenue_cents
- WHERE (a.allocation_ratio, a.allocated_revenue_cents) IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents);
+$(handwritten_sql)
 SQL
 )
 echo "  hand-written INSERT ... ON CONFLICT re-run: $(grep -o 'Time: [0-9.]* ms' <<< "$handwritten" | tail -1)"
@@ -82,16 +90,7 @@ log "backfill by hand: the hand-written statement writing the same rows into an 
 handfresh=$(q <<SQL
 TRUNCATE handwritten;
 \\timing on
-SET attribution.tenant_id = '$TENANT_A';
-INSERT INTO handwritten AS a (tenant_id, event_id, model_version, channel, allocation_ratio, allocated_revenue_cents, correlation_id)
-SELECT e.tenant_id, e.id, '1.0.0', s.channel, s.ratio, s.cents, 'hand'
-  FROM attribution_events e
- CROSS JOIN LATERAL unnest(ARRAY['google_search', 'direct', 'email'], ARRAY[0.3333333333, 0.3333333333, 0.3333333333]::numeric[],
-                           attribution_split_cents(e.revenue_cents, ARRAY[1, 1, 1])) AS s(channel, ratio, cents)
- WHERE e.tenant_id = '$TENANT_A' AND e.occurred_at >= '$DAY' AND e.occurred_at < '$DAY'::timestamptz + interval '1 day'
-ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
-   SET allocation_ratio = excluded.allocation_ratio, allocated_revenue_cents = excluded.allocated_revenue_cents
- WHERE (a.allocation_ratio, a.allocated_revenue_cents) IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents);
+$(handwritten_sql)
 SQL
 )
 handfresh_ms=$(grep -o 'Time: [0-9.]*' <<< "$handfresh" | tail -1 | awk '{print $2}')

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 struct Cache {
     extension: pg_sys::Oid,
     schema: String,
+    /// The OID of the extension's attribution_events, looked up on first use.
+    events: Option<pg_sys::Oid>,
     statements: HashMap<&'static str, (Instant, Rc<OwnedPreparedStatement>)>,
 }
 
@@ -49,10 +51,32 @@ pub fn schema() -> String {
         )
         .expect("reading the extension's schema")
         .expect("an installed extension has a schema");
-        *cache.borrow_mut() =
-            Some(Cache { extension: ext_oid, schema: schema.clone(), statements: HashMap::new() });
+        *cache.borrow_mut() = Some(Cache {
+            extension: ext_oid,
+            schema: schema.clone(),
+            events: None,
+            statements: HashMap::new(),
+        });
         schema
     })
+}
+
+/// The OID of the extension's own attribution_events table. Cached with the schema.
+pub fn events_relid() -> pg_sys::Oid {
+    let schema = schema();
+    if let Some(oid) = CACHE.with(|c| c.borrow().as_ref().and_then(|c| c.events)) {
+        return oid;
+    }
+    let oid: pg_sys::Oid =
+        Spi::get_one(&format!("SELECT '{schema}.attribution_events'::pg_catalog.regclass::pg_catalog.oid"))
+            .expect("looking up attribution_events")
+            .expect("the extension has attribution_events");
+    CACHE.with(|c| {
+        if let Some(c) = c.borrow_mut().as_mut() {
+            c.events = Some(oid);
+        }
+    });
+    oid
 }
 
 /// The statement `name`, prepared from `sql(schema)` with argument types `args` and

@@ -486,6 +486,13 @@ fn app_roles_read_but_never_write_the_queue_the_dead_letters_or_the_allocations(
              VALUES (gen_random_uuid(), '{TENANT_A}', '{{}}', 'c', 'x', 1)"
         ),
         "UPDATE worker_failed_jobs SET redriven_at = now()".to_owned(),
+        // The change log: neither readable nor writable (forging or deleting a record
+        // would skip or add work in a tenant's incremental runs).
+        "SELECT count(*) FROM attribution_event_changes".to_owned(),
+        format!(
+            "INSERT INTO attribution_event_changes VALUES ('{TENANT_A}', '1.0.0', '2026-01-01', gen_random_uuid())"
+        ),
+        "DELETE FROM attribution_event_changes".to_owned(),
     ] {
         assert_eq!(sqlstate_of(&statement).as_deref(), Some("42501"), "{statement}");
     }

@@ -137,11 +137,7 @@ fn touched_buckets(
 /// tables of the extension's own events table: a trigger someone attached to another
 /// table (0.1.0 let any role create one) could otherwise feed it rows of any shape.
 fn on_the_events_table(trigger: &PgTrigger<'_>) -> bool {
-    let Ok(relid) = trigger.relid() else { return false };
-    let Ok(name) = trigger.table_name() else { return false };
-    // SAFETY: a pg_depend lookup inside the firing statement's transaction.
-    let owner = unsafe { pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, relid) };
-    name == "attribution_events" && owner == catalog::extension_oid()
+    trigger.relid().is_ok_and(|relid| relid == catalog::events_relid())
 }
 
 /// Whether this session loads data the way pg_dump's output and pg_restore do.
