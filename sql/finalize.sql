@@ -15,6 +15,20 @@ CREATE TRIGGER attribution_events_schedule_delete
     REFERENCING OLD TABLE AS attribution_old_events
     FOR EACH STATEMENT EXECUTE FUNCTION attribution_events_schedule();
 
+-- A model added active, or whose channels or weights change (or that becomes active),
+-- gets a full recompute of every window that holds events (src/api/trigger.rs).
+CREATE TRIGGER attribution_models_schedule_insert
+    AFTER INSERT ON attribution_models
+    REFERENCING NEW TABLE AS attribution_new_models
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_models_schedule();
+CREATE TRIGGER attribution_models_schedule_update
+    AFTER UPDATE ON attribution_models
+    REFERENCING OLD TABLE AS attribution_old_models NEW TABLE AS attribution_new_models
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_models_schedule();
+ALTER FUNCTION attribution_models_schedule()
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION attribution_models_schedule() FROM PUBLIC;
+
 -- The functions that write the extension's tables run as its owner (SECURITY DEFINER),
 -- so application roles need no write access to the queue, the dead letters or the
 -- allocations. Each acts only for the caller's tenant (see src/tenancy.rs). Like every

@@ -47,6 +47,26 @@ ALTER TABLE attribution_events ADD CONSTRAINT attribution_events_pkey PRIMARY KE
 ALTER TABLE attribution_allocations ADD CONSTRAINT attribution_allocations_event_fkey
     FOREIGN KEY (tenant_id, event_id) REFERENCES attribution_events (tenant_id, id) ON DELETE CASCADE;
 
+-- The foreign key's per-row check on insert is switched off: only the extension writes
+-- allocations (application roles may only read them), and every statement that does
+-- locks the events it allocates FOR KEY SHARE in the same set-based read, which is what
+-- the check would do one row and one query at a time (it cost more than half of a large
+-- window's computation). The key stays declared, so deleting an event still cascades to
+-- its allocations and an event's key cannot change while allocations reference it.
+DO $disable_fk_check$
+DECLARE t name;
+BEGIN
+    FOR t IN SELECT tg.tgname FROM pg_catalog.pg_trigger tg
+               JOIN pg_catalog.pg_constraint c ON c.oid = tg.tgconstraint
+              WHERE c.conname = 'attribution_allocations_event_fkey'
+                AND c.conrelid = 'attribution_allocations'::pg_catalog.regclass
+                AND tg.tgrelid = 'attribution_allocations'::pg_catalog.regclass
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE attribution_allocations DISABLE TRIGGER %I', t);
+    END LOOP;
+END
+$disable_fk_check$;
+
 -- 0.1.0 let application roles write job rows directly. Bring what they may have written
 -- within the new constraints: counters into range, unsafe correlation ids replaced by the
 -- job id, and jobs whose window can never run moved to the dead-letter table.
@@ -207,7 +227,10 @@ CREATE TABLE attribution_event_changes (
     tenant_id      uuid NOT NULL,
     model_version  text NOT NULL,
     occurred_at    timestamptz NOT NULL,
-    event_id       uuid NOT NULL
+    event_id       uuid NOT NULL,
+    -- Recorded by an INSERT: the event is new, so it has no allocations yet and its run
+    -- can insert them without the upsert's conflict check.
+    inserted       boolean NOT NULL DEFAULT false
 );
 CREATE INDEX attribution_event_changes_window_idx
     ON attribution_event_changes (tenant_id, model_version, occurred_at);
@@ -233,3 +256,22 @@ ALTER FUNCTION schedule_full_recompute(uuid, timestamptz, timestamptz, text, tex
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE EXECUTE ON FUNCTION schedule_full_recompute(uuid, timestamptz, timestamptz, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION schedule_full_recompute(uuid, timestamptz, timestamptz, text, text) TO attribution_app;
+
+CREATE FUNCTION "attribution_models_schedule"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'attribution_models_schedule_wrapper';
+
+-- A model added active, or whose channels or weights change (or that becomes active),
+-- gets a full recompute of every window that holds events (src/api/trigger.rs).
+CREATE TRIGGER attribution_models_schedule_insert
+    AFTER INSERT ON attribution_models
+    REFERENCING NEW TABLE AS attribution_new_models
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_models_schedule();
+CREATE TRIGGER attribution_models_schedule_update
+    AFTER UPDATE ON attribution_models
+    REFERENCING OLD TABLE AS attribution_old_models NEW TABLE AS attribution_new_models
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_models_schedule();
+ALTER FUNCTION attribution_models_schedule()
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION attribution_models_schedule() FROM PUBLIC;

@@ -129,6 +129,26 @@ CREATE TABLE attribution_allocations (
         REFERENCES attribution_events (tenant_id, id) ON DELETE CASCADE
 );
 
+-- The foreign key's per-row check on insert is switched off: only the extension writes
+-- allocations (application roles may only read them), and every statement that does
+-- locks the events it allocates FOR KEY SHARE in the same set-based read, which is what
+-- the check would do one row and one query at a time (it cost more than half of a large
+-- window's computation). The key stays declared, so deleting an event still cascades to
+-- its allocations and an event's key cannot change while allocations reference it.
+DO $disable_fk_check$
+DECLARE t name;
+BEGIN
+    FOR t IN SELECT tg.tgname FROM pg_catalog.pg_trigger tg
+               JOIN pg_catalog.pg_constraint c ON c.oid = tg.tgconstraint
+              WHERE c.conname = 'attribution_allocations_event_fkey'
+                AND c.conrelid = 'attribution_allocations'::pg_catalog.regclass
+                AND tg.tgrelid = 'attribution_allocations'::pg_catalog.regclass
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE attribution_allocations DISABLE TRIGGER %I', t);
+    END LOOP;
+END
+$disable_fk_check$;
+
 -- One row per job identity (tenant, window, model). Re-requesting a finished job makes
 -- it pending again; re-requesting a running one sets rerun_requested so it runs once
 -- more and sees rows committed during the run.
@@ -188,7 +208,10 @@ CREATE TABLE attribution_event_changes (
     tenant_id      uuid NOT NULL,
     model_version  text NOT NULL,
     occurred_at    timestamptz NOT NULL,
-    event_id       uuid NOT NULL
+    event_id       uuid NOT NULL,
+    -- Recorded by an INSERT: the event is new, so it has no allocations yet and its run
+    -- can insert them without the upsert's conflict check.
+    inserted       boolean NOT NULL DEFAULT false
 );
 CREATE INDEX attribution_event_changes_window_idx
     ON attribution_event_changes (tenant_id, model_version, occurred_at);

@@ -8,6 +8,7 @@ use crate::engine::window::Window;
 use crate::errors::AttributionError;
 use pgrx::pg_sys::BuiltinOid::*;
 use pgrx::prelude::*;
+use std::panic::AssertUnwindSafe;
 
 /// Whether a writer waits for another writer of an overlapping window.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,13 @@ pub enum LockWait {
 pub enum Pass {
     /// Every event of the window (and allocations of channels a changed model dropped).
     Full,
+    /// A full pass over a window that has never been computed: written with plain
+    /// inserts, in a subtransaction, which saves the speculative insertion of an upsert
+    /// (about a third of a large window's cost). If an allocation of one of its events
+    /// exists after all (another window covering the same days computed it, or
+    /// compute_allocations() did), the subtransaction is rolled back and the pass runs
+    /// again as Full.
+    First,
     /// Only the events recorded in attribution_event_changes for the window and model
     /// since the window was last computed at the given time (Postgres microseconds): its
     /// cost follows the change, not the window, and a window with no recorded change
@@ -58,7 +66,7 @@ pub fn compute_window(
     let model = load_model(model_version)?;
     lock_window(tenant_id, model_version, window, wait);
     let incremental = match pass {
-        Pass::Full => false,
+        Pass::Full | Pass::First => false,
         Pass::IncrementalSince(computed_at) => model.changed_at.is_none_or(|changed| changed < computed_at),
     };
     // Before ALTER EXTENSION UPDATE from a version without attribution_event_changes
@@ -67,45 +75,59 @@ pub fn compute_window(
     let current = catalog::sql_is_current();
     let incremental = incremental && current;
 
-    // Upsert only what differs (no dead tuples, no updated_at churn on a re-run), and
-    // drop allocations for channels the model no longer has. Allocations of deleted
-    // events go with them through the foreign key.
-    let (name, events_source, events_filter, event_count, removal) = match incremental {
-        false => (
-            "compute_window_full",
-            "{schema}.attribution_events e",
-            "e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3",
-            "SELECT count(*) FROM {schema}.attribution_events e
-              WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3",
-            // Only for models whose channel list has ever changed ($8): nothing else
-            // can have allocations for a channel it no longer gives.
-            "DELETE FROM {schema}.attribution_allocations a
-              USING {schema}.attribution_events e
-              WHERE $8
-                AND a.tenant_id = $1 AND a.model_version = $4
-                AND e.tenant_id = a.tenant_id AND e.id = a.event_id
-                AND e.occurred_at >= $2 AND e.occurred_at < $3
-                AND a.channel <> ALL ($5::text[])
-             RETURNING 1",
-        ),
-        true => (
-            "compute_window_incremental",
-            // One index lookup per changed event; an event that moved out of the window
-            // since is computed by its new window's run.
-            "(SELECT DISTINCT c.event_id FROM consumed c) AS ch
-              CROSS JOIN LATERAL (SELECT * FROM {schema}.attribution_events e
-                                   WHERE e.tenant_id = $1 AND e.id = ch.event_id
-                                     AND e.occurred_at >= $2 AND e.occurred_at < $3) AS e",
-            "true",
-            "SELECT count(DISTINCT c.event_id) FROM consumed c",
-            // A run is incremental only while the model has not changed since the
-            // window was last computed, so no allocation of a dropped channel is left.
-            "SELECT 1 WHERE false",
-        ),
+    let variant = match (incremental, current, pass) {
+        (_, false, _) => Variant::BeforeUpdate,
+        (true, true, _) => Variant::Incremental,
+        (false, true, Pass::First) => Variant::First,
+        (false, true, _) => Variant::Full,
     };
-    let name = match (name, current) {
-        (name, true) => name,
-        (_, false) => "compute_window_before_update",
+    let args = Args { tenant_id, window, model_version, model: &model, correlation_id };
+    let (events, written) = match variant {
+        // Plain inserts where the allocations cannot exist yet, in a subtransaction that
+        // is rolled back on unique_violation (one exists after all): then the same pass
+        // runs again as an upsert.
+        Variant::First => in_subtransaction(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, || {
+            run_statement(Variant::First, &args)
+        })
+        .unwrap_or_else(|| run_statement(Variant::Full, &args)),
+        Variant::Incremental => in_subtransaction(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, || {
+            run_statement(Variant::IncrementalNew, &args)
+        })
+        .unwrap_or_else(|| run_statement(Variant::Incremental, &args)),
+        variant => run_statement(variant, &args),
+    };
+    Ok(Computed { events, written, incremental })
+}
+
+/// The statements that compute a window.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Full,
+    First,
+    Incremental,
+    /// Incremental, inserting without the conflict check for events whose only recorded
+    /// changes are their INSERTs (they cannot have allocations yet).
+    IncrementalNew,
+    /// Full, with the installed SQL of a version without the change log.
+    BeforeUpdate,
+}
+
+struct Args<'a> {
+    tenant_id: pgrx::Uuid,
+    window: Window,
+    model_version: &'a str,
+    model: &'a Model,
+    correlation_id: &'a str,
+}
+
+/// Runs one computation statement; returns (events computed, allocation rows written).
+fn run_statement(variant: Variant, args: &Args<'_>) -> (i64, i64) {
+    let name = match variant {
+        Variant::Full => "compute_window_full",
+        Variant::First => "compute_window_first",
+        Variant::Incremental => "compute_window_incremental",
+        Variant::IncrementalNew => "compute_window_incremental_new",
+        Variant::BeforeUpdate => "compute_window_before_update",
     };
     let stmt = catalog::statement(
         name,
@@ -119,74 +141,22 @@ pub fn compute_window(
             TEXTOID,
             BOOLOID,
         ]),
-        |schema| {
-            let events_source = events_source.replace("{schema}", schema);
-            let event_count = event_count.replace("{schema}", schema);
-            let removal = removal.replace("{schema}", schema);
-            let consume = if current {
-                format!(
-                    "DELETE FROM {schema}.attribution_event_changes c
-                      WHERE c.tenant_id = $1 AND c.model_version = $4
-                        AND c.occurred_at >= $2 AND c.occurred_at < $3
-                     RETURNING c.event_id"
-                )
-            } else {
-                "SELECT NULL::uuid AS event_id WHERE false".to_owned()
-            };
-            format!(
-                "WITH model AS MATERIALIZED (
-             SELECT $5::text[] AS channels, $6::int[] AS weights,
-                    ARRAY(SELECT round(u.w::numeric / (SELECT sum(x) FROM unnest($6::int[]) x), 10)
-                            FROM unnest($6::int[]) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord) AS ratios
-         ),
-         consumed AS (
-             {consume}
-         ),
-         computed AS (
-             SELECT e.tenant_id, e.id AS event_id, s.channel, s.ratio, s.cents
-               FROM model m
-              CROSS JOIN {events_source}
-              CROSS JOIN LATERAL unnest(m.channels, m.ratios,
-                                        {schema}.attribution_split_cents(e.revenue_cents, m.weights))
-                         AS s(channel, ratio, cents)
-              WHERE {events_filter}
-         ),
-         upserted AS (
-             INSERT INTO {schema}.attribution_allocations AS a
-                    (tenant_id, event_id, model_version, channel, allocation_ratio,
-                     allocated_revenue_cents, correlation_id)
-             SELECT tenant_id, event_id, $4, channel, ratio, cents, $7 FROM computed
-             ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
-                SET allocation_ratio = excluded.allocation_ratio,
-                    allocated_revenue_cents = excluded.allocated_revenue_cents,
-                    correlation_id = excluded.correlation_id,
-                    updated_at = now()
-              WHERE (a.allocation_ratio, a.allocated_revenue_cents)
-                    IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents)
-             RETURNING 1
-         ),
-         removed AS (
-             {removal}
-         )
-         SELECT ({event_count}),
-                (SELECT count(*) FROM upserted) + (SELECT count(*) FROM removed)"
-            )
-        },
+        |schema| statement_sql(variant, schema),
     );
-    let (events, written) = Spi::connect_mut(|client| {
+    Spi::connect_mut(|client| {
         let row = client
             .update(
                 &*stmt,
                 Some(1),
                 &[
-                    tenant_id.into(),
-                    to_timestamptz(window.start).into(),
-                    to_timestamptz(window.end).into(),
-                    model_version.into(),
-                    model.channels.into(),
-                    model.weights.into(),
-                    correlation_id.into(),
-                    model.channels_ever_changed.into(),
+                    args.tenant_id.into(),
+                    to_timestamptz(args.window.start).into(),
+                    to_timestamptz(args.window.end).into(),
+                    args.model_version.into(),
+                    args.model.channels.clone().into(),
+                    args.model.weights.clone().into(),
+                    args.correlation_id.into(),
+                    args.model.channels_ever_changed.into(),
                 ],
             )
             .expect("computing allocations")
@@ -195,8 +165,170 @@ pub fn compute_window(
             row.get::<i64>(1).expect("event_count").unwrap_or(0),
             row.get::<i64>(2).expect("allocation_count").unwrap_or(0),
         )
-    });
-    Ok(Computed { events, written, incremental })
+    })
+}
+
+/// The SQL of a computation statement. Parameters: $1 tenant, $2 and $3 the window, $4
+/// the model version, $5 and $6 its channels and weights, $7 the correlation id, $8
+/// whether the model's channel list ever changed.
+///
+/// Every variant reads the events it allocates FOR KEY SHARE: the allocations' foreign
+/// key does not check inserts row by row (see sql/schema.sql), and the lock is what
+/// keeps an event from being deleted, or its key changed, between this read and the
+/// commit. An event deleted by a transaction that commits first is skipped (read
+/// committed re-checks the row), so no allocation is ever left without its event.
+fn statement_sql(variant: Variant, schema: &str) -> String {
+    // Upsert only what differs (no dead tuples, no updated_at churn on a re-run), and
+    // drop allocations for channels the model no longer has. Allocations of deleted
+    // events go with them through the foreign key.
+    let full_source = format!("{schema}.attribution_events e");
+    let full_filter = "e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3";
+    let full_count = format!(
+        "SELECT count(*) FROM {schema}.attribution_events e
+          WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3"
+    );
+    // Only for models whose channel list has ever changed ($8): nothing else can have
+    // allocations for a channel it no longer gives.
+    let full_removal = format!(
+        "DELETE FROM {schema}.attribution_allocations a
+          USING {schema}.attribution_events e
+          WHERE $8
+            AND a.tenant_id = $1 AND a.model_version = $4
+            AND e.tenant_id = a.tenant_id AND e.id = a.event_id
+            AND e.occurred_at >= $2 AND e.occurred_at < $3
+            AND a.channel <> ALL ($5::text[])
+         RETURNING 1"
+    );
+    let (events_source, events_filter, event_count, removal) = match variant {
+        Variant::Full | Variant::First | Variant::BeforeUpdate => {
+            (full_source, full_filter, full_count, full_removal)
+        }
+        Variant::Incremental | Variant::IncrementalNew => (
+            // One index lookup per changed event; an event that moved out of the window
+            // since is computed by its new window's run.
+            format!(
+                "(SELECT c.event_id, bool_and(c.inserted) AS inserted FROM consumed c GROUP BY c.event_id) AS ch
+                  CROSS JOIN LATERAL (SELECT * FROM {schema}.attribution_events e
+                                       WHERE e.tenant_id = $1 AND e.id = ch.event_id
+                                         AND e.occurred_at >= $2 AND e.occurred_at < $3
+                                         FOR KEY SHARE) AS e"
+            ),
+            "true",
+            "SELECT count(DISTINCT c.event_id) FROM consumed c".to_owned(),
+            // A run is incremental only while the model has not changed since the
+            // window was last computed, so no allocation of a dropped channel is left.
+            "SELECT 1 WHERE false".to_owned(),
+        ),
+    };
+    let lock = match variant {
+        Variant::Incremental | Variant::IncrementalNew => "",
+        _ => "FOR KEY SHARE OF e",
+    };
+    // Whether a computed row belongs to an event whose allocations cannot exist yet.
+    let new_event = match variant {
+        Variant::IncrementalNew => "ch.inserted",
+        _ => "false",
+    };
+    let consume = match variant {
+        Variant::BeforeUpdate => "SELECT NULL::uuid AS event_id, false AS inserted WHERE false".to_owned(),
+        _ => format!(
+            "DELETE FROM {schema}.attribution_event_changes c
+              WHERE c.tenant_id = $1 AND c.model_version = $4
+                AND c.occurred_at >= $2 AND c.occurred_at < $3
+             RETURNING c.event_id, c.inserted"
+        ),
+    };
+    let insert = |filter: &str, on_conflict: &str| {
+        format!(
+            "INSERT INTO {schema}.attribution_allocations AS a
+                    (tenant_id, event_id, model_version, channel, allocation_ratio,
+                     allocated_revenue_cents, correlation_id)
+             SELECT tenant_id, event_id, $4, channel, ratio, cents, $7 FROM computed WHERE {filter}
+             {on_conflict}
+             RETURNING 1"
+        )
+    };
+    let upsert = "ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
+                SET allocation_ratio = excluded.allocation_ratio,
+                    allocated_revenue_cents = excluded.allocated_revenue_cents,
+                    correlation_id = excluded.correlation_id,
+                    updated_at = now()
+              WHERE (a.allocation_ratio, a.allocated_revenue_cents)
+                    IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents)";
+    // (Two inserts read `computed` twice, which materialises it: only for incremental
+    // runs, whose size follows the change.)
+    let (upserted, inserted) = match variant {
+        Variant::First => (insert("true", ""), "SELECT 1 WHERE false".to_owned()),
+        Variant::IncrementalNew => (insert("NOT new_event", upsert), insert("new_event", "")),
+        _ => (insert("true", upsert), "SELECT 1 WHERE false".to_owned()),
+    };
+    format!(
+        "WITH model AS MATERIALIZED (
+             SELECT $5::text[] AS channels, $6::int[] AS weights,
+                    ARRAY(SELECT round(u.w::numeric / (SELECT sum(x) FROM unnest($6::int[]) x), 10)
+                            FROM unnest($6::int[]) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord) AS ratios
+         ),
+         consumed AS (
+             {consume}
+         ),
+         computed AS (
+             SELECT e.tenant_id, e.id AS event_id, s.channel, s.ratio, s.cents, {new_event} AS new_event
+               FROM model m
+              CROSS JOIN {events_source}
+              CROSS JOIN LATERAL unnest(m.channels, m.ratios,
+                                        {schema}.attribution_split_cents(e.revenue_cents, m.weights))
+                         AS s(channel, ratio, cents)
+              WHERE {events_filter}
+              {lock}
+         ),
+         upserted AS (
+             {upserted}
+         ),
+         inserted AS (
+             {inserted}
+         ),
+         removed AS (
+             {removal}
+         )
+         SELECT ({event_count}),
+                (SELECT count(*) FROM upserted) + (SELECT count(*) FROM inserted) + (SELECT count(*) FROM removed)"
+    )
+}
+
+/// Runs `body` in a subtransaction. Some(result) if it succeeded (the subtransaction is
+/// kept); None if it failed with `code` (the subtransaction is rolled back, so nothing
+/// it wrote remains). Any other error rolls the subtransaction back and propagates.
+fn in_subtransaction<R>(code: PgSqlErrorCode, body: impl FnOnce() -> R) -> Option<R> {
+    // SAFETY: what PL/pgSQL does around a block with an EXCEPTION clause: the memory
+    // context and resource owner are restored whichever way the subtransaction ends.
+    let (context, owner) = unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        (context, owner)
+    };
+    let restore = move || unsafe {
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        let result = body();
+        unsafe { pg_sys::ReleaseCurrentSubTransaction() };
+        restore();
+        Some(result)
+    }))
+    .catch_when(code, |_| {
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        restore();
+        None
+    })
+    .catch_others(|e| {
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        restore();
+        e.rethrow()
+    })
+    .execute()
 }
 
 /// Serialises writers whose windows overlap, for one tenant and model, so that the

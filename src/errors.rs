@@ -28,8 +28,8 @@ pub enum AttributionError {
     UnknownFailedJob(i64),
     #[error("the transaction acts for tenant {context}, not for tenant {requested}")]
     TenantMismatch { context: String, requested: String },
-    #[error("attribution_events_schedule() only schedules for the extension's attribution_events table")]
-    TriggerMisplaced,
+    #[error("{0}() only runs as a trigger on the extension's own table")]
+    TriggerMisplaced(&'static str),
 }
 
 impl AttributionError {
@@ -48,7 +48,7 @@ impl AttributionError {
             Self::UnknownTenant(_) => ERRCODE_FOREIGN_KEY_VIOLATION,
             Self::UnknownModel(_) => ERRCODE_UNDEFINED_OBJECT,
             Self::UnknownFailedJob(_) => ERRCODE_NO_DATA_FOUND,
-            Self::TenantMismatch { .. } | Self::TriggerMisplaced => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            Self::TenantMismatch { .. } | Self::TriggerMisplaced(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
         }
     }
 
@@ -74,7 +74,7 @@ impl AttributionError {
             Self::TenantMismatch { .. } => {
                 Some("Set attribution.tenant_id to the tenant you act for, or leave it unset.")
             }
-            Self::TriggerMisplaced => Some("Drop the trigger that calls it on this table."),
+            Self::TriggerMisplaced(_) => Some("Drop the trigger that calls it on this table."),
             Self::ModelWeights { .. } | Self::Split(_) => {
                 Some("Weights are 1 to 64 positive integers, one per channel.")
             }

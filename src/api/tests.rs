@@ -675,3 +675,96 @@ fn small_statements_record_changed_events_and_bulk_ones_ask_for_a_full_pass() {
     run(&format!("SELECT schedule_full_recompute('{TENANT_A}', '2026-01-02', '2026-01-03')"));
     assert!(one::<bool>("SELECT full_requested FROM attribution_recompute_jobs WHERE window_start = '2026-01-02Z'"));
 }
+
+#[pg_test]
+fn changing_a_model_schedules_a_full_pass_of_every_window_with_events() {
+    tenants();
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100), (E2, "2026-01-03 11:00Z", 7)]);
+    insert_events(TENANT_B, &[(E3, "2026-01-02 10:00Z", 5)]);
+    run("UPDATE attribution_recompute_jobs SET status = 'succeeded', computed_at = now()");
+    let full_jobs = |model: &str| {
+        one::<String>(&format!(
+            "SELECT coalesce(string_agg(tenant_id::text || '@' || window_start::date::text, ',' ORDER BY tenant_id, window_start), '')
+               FROM attribution_recompute_jobs
+              WHERE model_version = '{model}' AND status = 'pending' AND full_requested"
+        ))
+    };
+    // A description is not a change.
+    run("UPDATE attribution_models SET description = 'renamed' WHERE model_version = '1.0.0'");
+    assert_eq!(full_jobs("1.0.0"), "");
+    // New weights: every tenant's windows with events, for that model only.
+    run("UPDATE attribution_models SET weights = ARRAY[2, 1, 1] WHERE model_version = '1.0.0'");
+    let expected = format!("{TENANT_A}@2026-01-01,{TENANT_A}@2026-01-03,{TENANT_B}@2026-01-02");
+    assert_eq!(full_jobs("1.0.0"), expected);
+    // A new active model gets its windows; an inactive one does not, until activated.
+    run("INSERT INTO attribution_models (model_version, channels, weights) VALUES ('2.0.0', ARRAY['x'], ARRAY[1])");
+    assert_eq!(full_jobs("2.0.0"), expected);
+    run("INSERT INTO attribution_models (model_version, channels, weights, active) VALUES ('3.0.0', ARRAY['x'], ARRAY[1], false)");
+    assert_eq!(full_jobs("3.0.0"), "");
+    run("UPDATE attribution_models SET active = true WHERE model_version = '3.0.0'");
+    assert_eq!(full_jobs("3.0.0"), expected);
+    // The trigger function refuses to run for any other table.
+    run("CREATE TABLE not_models (model_version text, channels text[], weights int[], active bool)");
+    run("CREATE TRIGGER t AFTER INSERT ON not_models REFERENCING NEW TABLE AS attribution_new_models FOR EACH STATEMENT EXECUTE FUNCTION attribution_models_schedule()");
+    assert_eq!(
+        sqlstate_of("INSERT INTO not_models VALUES ('9', ARRAY['x'], ARRAY[1], true)").as_deref(),
+        Some("42501")
+    );
+}
+
+#[pg_test]
+fn a_first_pass_inserts_and_falls_back_to_an_upsert_when_allocations_exist() {
+    use crate::compute::{compute_window, LockWait, Pass};
+    tenants();
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100), (E2, "2026-01-01 11:00Z", 7)]);
+    let micros = |ts: &str| i64::from(one::<TimestampWithTimeZone>(&format!("SELECT '{ts}'::timestamptz")));
+    let window = crate::engine::window::Window::new(micros("2026-01-01Z"), micros("2026-01-02Z"), true, 86400)
+        .expect("a valid window");
+    let tenant = one::<pgrx::Uuid>(&format!("SELECT '{TENANT_A}'::uuid"));
+    let first = || {
+        let c = compute_window(tenant, window, "1.0.0", "first", LockWait::Wait, Pass::First).expect("computed");
+        (c.events, c.written)
+    };
+    // A window never computed: plain inserts.
+    assert_eq!(first(), (2, 6));
+    assert_cents_conserved();
+    // Its allocations exist now: the insert hits the unique key, its subtransaction is
+    // rolled back, and the upsert writes only the rows that differ (100 -> 101 cents
+    // changes one channel's share).
+    run(&format!("UPDATE attribution_events SET revenue_cents = 101 WHERE id = '{E1}'"));
+    assert_eq!(first(), (2, 1));
+    assert_cents_conserved();
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_allocations"), 6);
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_event_changes WHERE occurred_at < '2026-01-02Z'"), 0);
+    // An incremental run inserts the allocations of events recorded as inserted without
+    // the conflict check, and falls back to the upsert when they exist after all.
+    let incremental = || {
+        let c = compute_window(tenant, window, "1.0.0", "inc", LockWait::Wait, Pass::IncrementalSince(0))
+            .expect("computed");
+        (c.events, c.written, c.incremental)
+    };
+    insert_events(TENANT_A, &[(E3, "2026-01-01 12:00Z", 30)]);
+    assert_eq!(incremental(), (1, 3, true));
+    // (A record that says "inserted" for an event that has allocations.)
+    run(&format!("UPDATE attribution_events SET revenue_cents = 31 WHERE id = '{E3}'"));
+    run("DELETE FROM attribution_event_changes");
+    run(&format!(
+        "INSERT INTO attribution_event_changes (tenant_id, model_version, occurred_at, event_id, inserted)
+         VALUES ('{TENANT_A}', '1.0.0', '2026-01-01 12:00Z', '{E3}', true)"
+    ));
+    assert_eq!(incremental(), (1, 1, true));
+    assert_cents_conserved();
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_allocations"), 9);
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_event_changes"), 0);
+    // The foreign key's insert check is off; its cascade is not.
+    assert_eq!(
+        one::<i64>(
+            "SELECT count(*) FROM pg_trigger t JOIN pg_constraint c ON c.oid = t.tgconstraint
+              WHERE c.conname = 'attribution_allocations_event_fkey'
+                AND t.tgrelid = 'attribution_allocations'::regclass AND t.tgenabled <> 'D'"
+        ),
+        0
+    );
+    run(&format!("DELETE FROM attribution_events WHERE id = '{E1}'"));
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_allocations"), 6);
+}

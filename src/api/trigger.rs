@@ -23,7 +23,7 @@ fn attribution_events_schedule<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, AttributionError> {
     if !on_the_events_table(trigger) {
-        AttributionError::TriggerMisplaced.report();
+        AttributionError::TriggerMisplaced("attribution_events_schedule").report();
     }
     if restoring() {
         return Ok(None);
@@ -62,20 +62,28 @@ fn attribution_events_schedule<'a>(
 fn record_changes(trigger: &PgTrigger<'_>, models: &[String]) {
     let schema = catalog::schema();
     let sql = format!(
-        "INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id)
-         SELECT n.tenant_id, m.model_version, n.occurred_at, n.id
+        "INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id, inserted)
+         SELECT n.tenant_id, m.model_version, n.occurred_at, n.id, $2
            FROM {NEW_ROWS} n CROSS JOIN pg_catalog.unnest($1::text[]) AS m(model_version)"
     );
+    let inserted = matches!(trigger.op(), Ok(pgrx::trigger_support::PgTriggerOperation::Insert));
     Spi::connect_mut(|client| {
         // SAFETY: as in touched_buckets: the trigger data outlives this call.
         let rc = unsafe {
             pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
         };
         assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
-        client.update(&sql, None, &[models.to_vec().into()]).map(|_| ())
+        client.update(&sql, None, &[models.to_vec().into(), inserted.into()]).map(|_| ())
     })
     .expect("recording changed events");
 }
+
+/// The start of an event's bucket ($1 seconds wide, from the Unix epoch). date_bin
+/// overflows within a few decades of the end of the timestamp range (year 294276); such
+/// a row has no window the queue can store, and NULL here becomes a clear 22008.
+const BUCKET: &str = "CASE WHEN occurred_at OPERATOR(pg_catalog.<) '294000-01-01 00:00:00+00' \
+     THEN pg_catalog.date_bin(pg_catalog.make_interval(secs => $1), occurred_at, \
+     '1970-01-01 00:00:00+00') END";
 
 /// Distinct (tenant, bucket) pairs among the rows the statement inserted, updated (before
 /// and after) or deleted, and how many rows it inserted or updated (the new versions).
@@ -97,16 +105,7 @@ fn touched_buckets(
     // turns each bucket start into the same window the rest of the extension uses.
     let rows = sources
         .iter()
-        .map(|(t, is_new)| {
-            // date_bin overflows within a few decades of the end of the timestamp range
-            // (year 294276); such a row has no window the queue can store, and NULL
-            // here becomes a clear 22008 below.
-            format!(
-                "SELECT tenant_id, CASE WHEN occurred_at OPERATOR(pg_catalog.<) '294000-01-01 00:00:00+00' \
-                 THEN pg_catalog.date_bin(pg_catalog.make_interval(secs => $1), occurred_at, \
-                 '1970-01-01 00:00:00+00') END AS bucket, {is_new} AS is_new FROM {t}"
-            )
-        })
+        .map(|(t, is_new)| format!("SELECT tenant_id, {BUCKET} AS bucket, {is_new} AS is_new FROM {t}"))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let sql = format!(
@@ -159,4 +158,82 @@ fn active_models() -> Vec<String> {
             .map(|row| row.get::<String>(1).expect("model_version").expect("not null"))
             .collect()
     })
+}
+
+/// Models whose allocations a statement on attribution_models made stale: inserted
+/// active, or updated so that their channels or weights differ or they became active.
+const CHANGED_MODELS: &str = "SELECT n.model_version FROM attribution_new_models n
+      LEFT JOIN attribution_old_models o ON o.model_version OPERATOR(pg_catalog.=) n.model_version
+     WHERE n.active AND (o.model_version IS NULL
+           OR (o.channels, o.weights, o.active) IS DISTINCT FROM (n.channels, n.weights, n.active))";
+
+/// The statement-level trigger on `attribution_models`: a model that is added active, or
+/// whose channels or weights change (or that becomes active), gets a full recompute of
+/// every window that holds events, for every tenant, through the same enqueue as
+/// everything else. Its cost is one scan of attribution_events (grouped by tenant and
+/// bucket) per such statement; the runs then cost what full passes cost.
+#[pg_trigger]
+fn attribution_models_schedule<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, AttributionError> {
+    let models_relid: Option<pg_sys::Oid> = Spi::get_one(&format!(
+        "SELECT '{}.attribution_models'::pg_catalog.regclass::pg_catalog.oid",
+        catalog::schema()
+    ))
+    .expect("looking up attribution_models");
+    if trigger.relid().ok() != models_relid {
+        AttributionError::TriggerMisplaced("attribution_models_schedule").report();
+    }
+    if restoring() {
+        return Ok(None);
+    }
+    let has_old = trigger.old_transition_table_name().ok().flatten().is_some();
+    let changed_sql = if has_old {
+        CHANGED_MODELS.to_owned()
+    } else {
+        "SELECT n.model_version FROM attribution_new_models n WHERE n.active".to_owned()
+    };
+    let width = gucs::window_width_seconds();
+    let schema = catalog::schema();
+    let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref()).or_report();
+    let (models, buckets) = Spi::connect(|client| {
+        // SAFETY: as in touched_buckets.
+        let rc = unsafe {
+            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
+        };
+        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+        let models: Vec<String> = client
+            .select(&changed_sql, None, &[])
+            .expect("reading the changed models")
+            .map(|row| row.get::<String>(1).expect("model_version").expect("not null"))
+            .collect();
+        if models.is_empty() {
+            return Ok((models, BTreeSet::new()));
+        }
+        // Runs as the extension's owner: every tenant's events.
+        let sql = format!("SELECT DISTINCT tenant_id, {BUCKET} FROM {schema}.attribution_events");
+        let mut buckets = BTreeSet::new();
+        for row in client.select(&sql, None, &[width.into()]).expect("reading the event buckets") {
+            let tenant: pgrx::Uuid = row.get(1).expect("tenant_id").expect("tenant_id is NOT NULL");
+            let start: Option<TimestampWithTimeZone> = row.get(2).expect("bucket");
+            let start = start.ok_or(WindowError::BeyondRange)?;
+            buckets.insert((tenant, Window::schedulable_bucket(start.into(), width)?));
+        }
+        Ok::<_, AttributionError>((models, buckets))
+    })
+    .or_report();
+    let requests: Vec<JobRequest> = buckets
+        .iter()
+        .flat_map(|(tenant_id, window)| {
+            models.iter().map(|model_version| JobRequest {
+                tenant_id: *tenant_id,
+                window: *window,
+                model_version: model_version.clone(),
+                correlation_id: correlation_id.clone(),
+                full: true,
+            })
+        })
+        .collect();
+    queue::enqueue(&requests);
+    Ok(None)
 }

@@ -362,7 +362,8 @@ fn run(job: &Job) -> crate::compute::Computed {
     let window = job.window.clone().unwrap_or_else(|e| crate::errors::AttributionError::from(e).report());
     let pass = match job.computed_at {
         Some(computed_at) if !job.full_requested => Pass::IncrementalSince(computed_at),
-        _ => Pass::Full,
+        Some(_) => Pass::Full,
+        None => Pass::First,
     };
     let result = compute_window(
         job.tenant_id,

@@ -117,6 +117,13 @@ lines(line) AS (
       FROM rels r
       JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.oid AND NOT t.tgisinternal
     UNION ALL
+    -- Foreign-key triggers, by constraint and function: which of them are enabled.
+    SELECT 'fk trigger ' || r.qname || ' ' || pg_catalog.quote_ident(c.conname)
+           || ': ' || t.tgfoid::pg_catalog.regproc::text || ' enabled=' || t.tgenabled::text
+      FROM rels r
+      JOIN pg_catalog.pg_trigger t ON t.tgrelid = r.oid AND t.tgisinternal
+      JOIN pg_catalog.pg_constraint c ON c.oid = t.tgconstraint
+    UNION ALL
     -- Rules other than a view's own (views are compared by definition below).
     SELECT 'rule ' || r.qname || '.' || pg_catalog.quote_ident(rw.rulename)
            || ': ' || pg_catalog.pg_get_ruledef(rw.oid, true)
