@@ -90,10 +90,12 @@ pub fn compute_window(
             run_statement(Variant::First, &args)
         })
         .unwrap_or_else(|| run_statement(Variant::Full, &args)),
-        Variant::Incremental => in_subtransaction(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, || {
-            run_statement(Variant::IncrementalNew, &args)
-        })
-        .unwrap_or_else(|| run_statement(Variant::Incremental, &args)),
+        Variant::Incremental if only_inserts_recorded(&args) => {
+            in_subtransaction(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, || {
+                run_statement(Variant::IncrementalNew, &args)
+            })
+            .unwrap_or_else(|| run_statement(Variant::Incremental, &args))
+        }
         variant => run_statement(variant, &args),
     };
     Ok(Computed { events, written, incremental })
@@ -105,8 +107,9 @@ enum Variant {
     Full,
     First,
     Incremental,
-    /// Incremental, inserting without the conflict check for events whose only recorded
-    /// changes are their INSERTs (they cannot have allocations yet).
+    /// Incremental, inserting without the conflict check: every change recorded for the
+    /// window is an INSERT, so its events cannot have allocations yet (checked just
+    /// before; a change committed in between falls back to Incremental).
     IncrementalNew,
     /// Full, with the installed SQL of a version without the change log.
     BeforeUpdate,
@@ -118,6 +121,38 @@ struct Args<'a> {
     model_version: &'a str,
     model: &'a Model,
     correlation_id: &'a str,
+}
+
+/// Whether every change recorded for the window and model is an INSERT (and there is
+/// at least one), so that an incremental run can insert without the conflict check.
+fn only_inserts_recorded(args: &Args<'_>) -> bool {
+    let stmt = catalog::statement(
+        "only_inserts_recorded",
+        &catalog::types(&[UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID]),
+        |schema| {
+            format!(
+                "SELECT bool_and(c.inserted) FROM {schema}.attribution_event_changes c
+                  WHERE c.tenant_id = $1 AND c.model_version = $4
+                    AND c.occurred_at >= $2 AND c.occurred_at < $3"
+            )
+        },
+    );
+    Spi::connect(|client| {
+        client
+            .select(
+                &*stmt,
+                Some(1),
+                &[
+                    args.tenant_id.into(),
+                    to_timestamptz(args.window.start).into(),
+                    to_timestamptz(args.window.end).into(),
+                    args.model_version.into(),
+                ],
+            )
+            .and_then(|rows| rows.first().get::<bool>(1))
+    })
+    .expect("reading the recorded changes")
+    .unwrap_or(false)
 }
 
 /// Runs one computation statement; returns (events computed, allocation rows written).
@@ -207,7 +242,7 @@ fn statement_sql(variant: Variant, schema: &str) -> String {
             // One index lookup per changed event; an event that moved out of the window
             // since is computed by its new window's run.
             format!(
-                "(SELECT c.event_id, bool_and(c.inserted) AS inserted FROM consumed c GROUP BY c.event_id) AS ch
+                "(SELECT DISTINCT c.event_id FROM consumed c) AS ch
                   CROSS JOIN LATERAL (SELECT * FROM {schema}.attribution_events e
                                        WHERE e.tenant_id = $1 AND e.id = ch.event_id
                                          AND e.occurred_at >= $2 AND e.occurred_at < $3
@@ -224,43 +259,38 @@ fn statement_sql(variant: Variant, schema: &str) -> String {
         Variant::Incremental | Variant::IncrementalNew => "",
         _ => "FOR KEY SHARE OF e",
     };
-    // Whether a computed row belongs to an event whose allocations cannot exist yet.
-    let new_event = match variant {
-        Variant::IncrementalNew => "ch.inserted",
-        _ => "false",
-    };
     let consume = match variant {
-        Variant::BeforeUpdate => "SELECT NULL::uuid AS event_id, false AS inserted WHERE false".to_owned(),
+        Variant::BeforeUpdate => "SELECT NULL::uuid AS event_id WHERE false".to_owned(),
         _ => format!(
             "DELETE FROM {schema}.attribution_event_changes c
               WHERE c.tenant_id = $1 AND c.model_version = $4
                 AND c.occurred_at >= $2 AND c.occurred_at < $3
-             RETURNING c.event_id, c.inserted"
+             RETURNING c.event_id"
         ),
     };
-    let insert = |filter: &str, on_conflict: &str| {
-        format!(
-            "INSERT INTO {schema}.attribution_allocations AS a
-                    (tenant_id, event_id, model_version, channel, allocation_ratio,
-                     allocated_revenue_cents, correlation_id)
-             SELECT tenant_id, event_id, $4, channel, ratio, cents, $7 FROM computed WHERE {filter}
-             {on_conflict}
-             RETURNING 1"
-        )
-    };
-    let upsert = "ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
+    let computed = format!(
+        "SELECT e.tenant_id, e.id AS event_id, s.channel, s.ratio, s.cents
+           FROM model m
+          CROSS JOIN {events_source}
+          CROSS JOIN LATERAL unnest(m.channels, m.ratios,
+                                    {schema}.attribution_split_cents(e.revenue_cents, m.weights))
+                     AS s(channel, ratio, cents)
+          WHERE {events_filter}
+          {lock}"
+    );
+    // The computed rows stream from the events into the insert (a subquery, not a CTE,
+    // which would materialise them).
+    let on_conflict = match variant {
+        Variant::First | Variant::IncrementalNew => "",
+        _ => {
+            "ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
                 SET allocation_ratio = excluded.allocation_ratio,
                     allocated_revenue_cents = excluded.allocated_revenue_cents,
                     correlation_id = excluded.correlation_id,
                     updated_at = now()
               WHERE (a.allocation_ratio, a.allocated_revenue_cents)
-                    IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents)";
-    // (Two inserts read `computed` twice, which materialises it: only for incremental
-    // runs, whose size follows the change.)
-    let (upserted, inserted) = match variant {
-        Variant::First => (insert("true", ""), "SELECT 1 WHERE false".to_owned()),
-        Variant::IncrementalNew => (insert("NOT new_event", upsert), insert("new_event", "")),
-        _ => (insert("true", upsert), "SELECT 1 WHERE false".to_owned()),
+                    IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents)"
+        }
     };
     format!(
         "WITH model AS MATERIALIZED (
@@ -271,27 +301,19 @@ fn statement_sql(variant: Variant, schema: &str) -> String {
          consumed AS (
              {consume}
          ),
-         computed AS (
-             SELECT e.tenant_id, e.id AS event_id, s.channel, s.ratio, s.cents, {new_event} AS new_event
-               FROM model m
-              CROSS JOIN {events_source}
-              CROSS JOIN LATERAL unnest(m.channels, m.ratios,
-                                        {schema}.attribution_split_cents(e.revenue_cents, m.weights))
-                         AS s(channel, ratio, cents)
-              WHERE {events_filter}
-              {lock}
-         ),
          upserted AS (
-             {upserted}
-         ),
-         inserted AS (
-             {inserted}
+             INSERT INTO {schema}.attribution_allocations AS a
+                    (tenant_id, event_id, model_version, channel, allocation_ratio,
+                     allocated_revenue_cents, correlation_id)
+             SELECT tenant_id, event_id, $4, channel, ratio, cents, $7 FROM ({computed}) AS computed
+             {on_conflict}
+             RETURNING 1
          ),
          removed AS (
              {removal}
          )
          SELECT ({event_count}),
-                (SELECT count(*) FROM upserted) + (SELECT count(*) FROM inserted) + (SELECT count(*) FROM removed)"
+                (SELECT count(*) FROM upserted) + (SELECT count(*) FROM removed)"
     )
 }
 
