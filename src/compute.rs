@@ -251,8 +251,17 @@ fn statement_sql(variant: Variant, schema: &str) -> String {
             "true",
             "SELECT count(DISTINCT c.event_id) FROM consumed c".to_owned(),
             // A run is incremental only while the model has not changed since the
-            // window was last computed, so no allocation of a dropped channel is left.
-            "SELECT 1 WHERE false".to_owned(),
+            // window was last computed, so only a changed event can still have an
+            // allocation for a channel the model dropped: one that another window
+            // computed before the change and that moved here since.
+            format!(
+                "DELETE FROM {schema}.attribution_allocations a
+                  WHERE $8
+                    AND a.tenant_id = $1 AND a.model_version = $4
+                    AND a.event_id IN (SELECT c.event_id FROM consumed c)
+                    AND a.channel <> ALL ($5::text[])
+                 RETURNING 1"
+            ),
         ),
     };
     let lock = match variant {

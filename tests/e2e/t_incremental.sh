@@ -2,7 +2,8 @@
 # window was last computed, and the result is exactly what a full computation from
 # scratch gives, after a random mix of inserts, revenue updates and refunds, moves
 # between days, deletes and bulk statements, from two concurrent writer sessions while
-# two workers drain, for two models. The change log is consumed (empty at the end).
+# two workers drain, for two models, one of which changes meanwhile (weights, then a
+# channel dropped). The change log is consumed (empty at the end).
 
 sql -c "$(tenants_sql)" >/dev/null
 sql -c "INSERT INTO attribution_models (model_version, channels, weights) VALUES ('2.0.0', ARRAY['search', 'social', 'email', 'affiliate'], ARRAY[5, 3, 1, 1])" >/dev/null
@@ -41,8 +42,22 @@ COMMIT;
 SQL
     done
 }
+# Meanwhile the second model changes: new weights twice, then a channel dropped. Each
+# change schedules a full pass of every window with events.
+modeller() {
+    for change in "weights = ARRAY[1, 1, 1, 7]" "weights = ARRAY[2, 3, 5, 7]" \
+                  "channels = ARRAY['search', 'social', 'email'], weights = ARRAY[3, 2, 1]"; do
+        sleep 1
+        # Its enqueue locks job rows the writers' transactions lock too, in another
+        # order: retried on deadlock, as an application would.
+        until sql -c "UPDATE attribution_models SET $change WHERE model_version = '2.0.0'" >/dev/null 2>&1; do
+            sleep 0.2
+        done
+    done
+}
 writer 1 & w1=$!
 writer 2 & w2=$!
+modeller & m=$!
 # Meanwhile a bulk statement over the limit.
 # The writers update random rows in random order, so a bulk update would deadlock with
 # them; taking the table in SHARE ROW EXCLUSIVE first makes it wait for them, and them
@@ -50,7 +65,7 @@ writer 2 & w2=$!
 sql -c "BEGIN" -c "LOCK TABLE attribution_events IN SHARE ROW EXCLUSIVE MODE" \
     -c "UPDATE attribution_events SET revenue_cents = revenue_cents + 1 WHERE occurred_at < '2026-07-02Z'" \
     -c "COMMIT" >/dev/null
-wait $w1 $w2
+wait $w1 $w2 $m
 wait_for_drain 120
 # An explicit full recompute, once the writers are done (while they write, their own
 # requests coalesce into the job and take over its correlation id).
