@@ -354,8 +354,7 @@ BEGIN
         END IF;
     END LOOP;
 
-    IF pending THEN
-        drop_allocation_id := pg_catalog.format($d$
+    drop_allocation_id := pg_catalog.format($d$
             DO $drop$
             BEGIN
                 IF EXISTS (SELECT FROM pg_catalog.pg_depend
@@ -367,13 +366,19 @@ BEGIN
             END
             $drop$
         $d$, ext_schema || '.attribution_allocations_id_seq', ext_schema);
+    IF pending THEN
         EXECUTE drop_allocation_id;
-        FOR node IN SELECT * FROM pg_catalog.run_command_on_workers(drop_allocation_id) LOOP
-            IF NOT node.success THEN
-                RAISE EXCEPTION 'could not prepare worker node %:%: %', node.nodename, node.nodeport, node.result
-                    USING ERRCODE = 'object_not_in_prerequisite_state';
-            END IF;
-        END LOOP;
+    END IF;
+    -- Also on every run: a worker node added since has the extension's tables as
+    -- CREATE EXTENSION made them.
+    FOR node IN SELECT * FROM pg_catalog.run_command_on_workers(drop_allocation_id) LOOP
+        IF NOT node.success THEN
+            RAISE EXCEPTION 'could not prepare worker node %:%: %', node.nodename, node.nodeport, node.result
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+    END LOOP;
+
+    IF pending THEN
         -- The triggers on attribution_events go to every shard and fire there; Citus
         -- asks for this setting to allow that.
         PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);

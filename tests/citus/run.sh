@@ -111,6 +111,18 @@ assert_eq "$(sql -c "SELECT (SELECT count(*) FROM attribution_events) || '/' || 
 assert_eq "$(sql -c "$(cents_off_sql)")" 0 "the allocations still add up to every event's revenue"
 assert_eq "$(sql -c "SELECT count(*) FROM attribution_events" 2>/dev/null)" 600 \
     "the coordinator answers queries on the distributed tables"
+# sqlstate SQL...: the SQLSTATE the statement fails with, as the superuser on NODE.
+sqlstate() { local node=$1; shift; on "$node" -v VERBOSITY=verbose -c "$*" 2>&1 | sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -1; }
+assert_eq "$(sqlstate coordinator "SELECT attribution_distribute(0)")" 22023 "a shard count of 0 is refused (22023)"
+assert_eq "$(sqlstate worker1 "SELECT attribution_distribute()")" 55000 "attribution_distribute() on a worker node is refused (55000)"
+cluster_psql "$(data coordinator)" "$PORT" -d postgres -q -c "CREATE DATABASE no_citus"
+cluster_psql "$(data coordinator)" "$PORT" -d no_citus -q -c "CREATE EXTENSION pg_attribution"
+err=$(cluster_psql "$(data coordinator)" "$PORT" -d no_citus -v VERBOSITY=verbose -c "SELECT attribution_distribute()" 2>&1 || true)
+[[ $err == *"55000"*"Citus is not installed in this database"* ]] || fail "attribution_distribute() without Citus: $err"
+ok "attribution_distribute() where Citus is not installed is refused (55000)"
+err=$(cluster_psql "$(data coordinator)" "$PORT" -d "$DB" -U app_loader -v VERBOSITY=verbose -c "SELECT attribution_distribute()" 2>&1 || true)
+[[ $err == *"42501"* ]] || fail "an application role could call attribution_distribute(): $err"
+ok "an application role may not call it (42501)"
 
 # tenant -> port of the node holding its shards
 placement_sql="SELECT t.id, n.nodeport
@@ -145,6 +157,11 @@ assert_eq "$(sql -c "SELECT count(*) FROM attribution_allocations")" 4800 "three
 assert_eq "$(sql -c "SELECT count(*) FROM attribution_allocations a JOIN attribution_events e ON e.tenant_id = a.tenant_id AND e.id = a.event_id
                      WHERE e.occurred_at >= '2026-02-01Z' AND a.correlation_id IS DISTINCT FROM 'citus-insert-' || right(a.tenant_id::text, 2)::int")" 0 \
     "the allocations carry the correlation id of the INSERT that caused them"
+
+assert_eq "$(sql -c "SELECT pending || '/' || running || '/' || succeeded FROM attribution_queue_health")" "0/0/280" \
+    "attribution_queue_health counts the jobs of every node"
+assert_eq "$(sql -c "SELECT count(*) || '/' || sum(succeeded) FROM attribution_metrics()")" "20/280" \
+    "attribution_metrics() reports every tenant"
 
 log "which node ran which tenants' jobs"
 # Each worker's success line: "pg_attribution job <id> tenant <tenant> correlation_id ...".
