@@ -360,12 +360,21 @@ BEGIN
     drop_allocation_id := pg_catalog.format($d$
             DO $drop$
             BEGIN
+                -- On a worker node, the table stands in for a distributed one, whose
+                -- DDL Citus otherwise accepts only from the coordinator.
+                IF NOT pg_catalog.citus_is_coordinator() THEN
+                    PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
+                END IF;
                 IF EXISTS (SELECT FROM pg_catalog.pg_depend
                             WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass
                               AND objid = pg_catalog.to_regclass(%1$L) AND deptype = 'e') THEN
                     ALTER EXTENSION pg_attribution DROP SEQUENCE %2$s.attribution_allocations_id_seq;
                 END IF;
-                ALTER TABLE %2$s.attribution_allocations DROP COLUMN IF EXISTS id;
+                IF EXISTS (SELECT FROM pg_catalog.pg_attribute
+                            WHERE attrelid = '%2$s.attribution_allocations'::pg_catalog.regclass
+                              AND attname = 'id' AND NOT attisdropped) THEN
+                    ALTER TABLE %2$s.attribution_allocations DROP COLUMN id;
+                END IF;
             END
             $drop$
         $d$, ext_schema || '.attribution_allocations_id_seq', ext_schema);
