@@ -1,7 +1,7 @@
 //! What the extension needs to know about Citus once `attribution_distribute()` has
 //! distributed its tables by tenant: which shards of the job queue this node holds (its
-//! workers drain those and no others), and whether a trigger fires on a shard of
-//! `attribution_events`. Without Citus, or before distribution, the queue is the one table.
+//! workers drain those and no others), and whether a trigger fires on a shard of one of
+//! the extension's tables. Without Citus, or before distribution, the queue is the one table.
 
 use crate::catalog;
 use pgrx::prelude::*;
@@ -14,7 +14,9 @@ const PLACEMENT_LIFETIME: Duration = Duration::from_secs(5);
 
 thread_local! {
     static JOB_TABLES: RefCell<Option<(Instant, pg_sys::Oid, Placement)>> = const { RefCell::new(None) };
-    static EVENT_SHARDS: RefCell<(pg_sys::Oid, Vec<pg_sys::Oid>)> = const { RefCell::new((pg_sys::InvalidOid, Vec::new())) };
+    /// Shards found by is_shard_of, as (table, shard), for the extension's current OID.
+    static KNOWN_SHARDS: RefCell<(pg_sys::Oid, Vec<(&'static str, pg_sys::Oid)>)> =
+        const { RefCell::new((pg_sys::InvalidOid, Vec::new())) };
 }
 
 /// Whether Citus is installed in this database (its catalog tables exist).
@@ -107,14 +109,15 @@ fn placement() -> Placement {
     placement
 }
 
-/// Whether `relid` is a shard of the extension's `attribution_events` (Citus creates
-/// the table's triggers on every shard, and they fire there, on the node holding it).
-/// Exact: the relation must be the one Citus's metadata names for a shard of that table.
-pub fn is_events_shard(relid: pg_sys::Oid) -> bool {
-    let events = catalog::events_relid();
-    let known = EVENT_SHARDS.with(|c| {
+/// Whether `relid` is a shard of the extension's table `table` (`attribution_events`,
+/// say): Citus creates a distributed or reference table's triggers on every shard, and
+/// they fire there, on the node holding it. Exact: the relation must be the one
+/// Citus's metadata names for a shard of that table.
+pub fn is_shard_of(relid: pg_sys::Oid, table: &'static str) -> bool {
+    let extension = catalog::extension_oid();
+    let known = KNOWN_SHARDS.with(|c| {
         let c = c.borrow();
-        c.0 == events && c.1.contains(&relid)
+        c.0 == extension && c.1.contains(&(table, relid))
     });
     if known {
         return true;
@@ -128,7 +131,7 @@ pub fn is_events_shard(relid: pg_sys::Oid) -> bool {
             "SELECT EXISTS (
                  SELECT FROM pg_catalog.pg_dist_shard s
                    JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.logicalrelid
-                  WHERE s.logicalrelid OPERATOR(pg_catalog.=) '{schema}.attribution_events'::pg_catalog.regclass
+                  WHERE s.logicalrelid OPERATOR(pg_catalog.=) '{schema}.{table}'::pg_catalog.regclass
                     AND pg_catalog.to_regclass(pg_catalog.format('{schema}.%I',
                             c.relname OPERATOR(pg_catalog.||) '_' OPERATOR(pg_catalog.||) s.shardid))
                         OPERATOR(pg_catalog.=) $1::pg_catalog.regclass)"
@@ -138,12 +141,12 @@ pub fn is_events_shard(relid: pg_sys::Oid) -> bool {
     .expect("reading pg_dist_shard")
     .unwrap_or(false);
     if is_shard {
-        EVENT_SHARDS.with(|c| {
+        KNOWN_SHARDS.with(|c| {
             let mut c = c.borrow_mut();
-            if c.0 != events {
-                *c = (events, Vec::new());
+            if c.0 != extension {
+                *c = (extension, Vec::new());
             }
-            c.1.push(relid);
+            c.1.push((table, relid));
         });
     }
     is_shard

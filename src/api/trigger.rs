@@ -154,9 +154,9 @@ fn touched_buckets(
 /// tables of the extension's own events table: a trigger someone attached to another
 /// table (0.1.0 let any role create one) could otherwise feed it rows of any shape.
 fn on_the_events_table(trigger: &PgTrigger<'_>) -> bool {
-    trigger
-        .relid()
-        .is_ok_and(|relid| relid == catalog::events_relid() || crate::citus::is_events_shard(relid))
+    trigger.relid().is_ok_and(|relid| {
+        relid == catalog::events_relid() || crate::citus::is_shard_of(relid, "attribution_events")
+    })
 }
 
 /// Whether this session loads data the way pg_dump's output and pg_restore do.
