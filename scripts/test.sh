@@ -2,7 +2,7 @@
 # The whole test suite: lint gates (rustfmt, clippy), engine unit tests and #[pg_test]s
 # (cargo pgrx test), pg_regress and pg_isolation_regress
 # for the documented SQL behaviour, the upgrade from the released 0.1.0, end-to-end
-# tests on a real cluster, and the Debian package.
+# tests on a real cluster, the distributed layout on Citus, and the Debian package.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -31,6 +31,9 @@ log "upgrade from the released 0.1.0"
 
 log "end-to-end"
 "$ROOT/tests/e2e/run.sh"
+
+log "Citus: a coordinator and two worker nodes"
+"$ROOT/scripts/test-citus.sh"
 
 # Last: it installs the packaged release build over the debug build the tests above use.
 log "the Debian package"

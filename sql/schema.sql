@@ -286,18 +286,21 @@ REVOKE EXECUTE ON FUNCTION attribution_worker_count() FROM PUBLIC;
 -- Queue health at a glance. security_invoker: a tenant role sees its own tenant's
 -- numbers, a DBA (superuser) sees the whole queue.
 CREATE VIEW attribution_queue_health WITH (security_invoker = true) AS
-SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(*) FILTER (WHERE status = 'pending' AND run_after <= now()) AS runnable,
-       count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
-       count(*) FILTER (WHERE status = 'running') AS running,
-       count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
-       now() - min(enqueued_at) FILTER (WHERE status = 'pending') AS oldest_pending_age,
-       count(*) FILTER (WHERE status = 'succeeded'
-                          AND finished_at > now() - interval '1 minute') AS finished_last_minute,
-       (SELECT count(*) FROM worker_failed_jobs WHERE redriven_at IS NULL) AS dead_letters,
+SELECT j.pending, j.runnable, j.retrying, j.running, j.succeeded, j.failed,
+       j.oldest_pending_age, j.finished_last_minute, d.dead_letters,
        attribution_worker_count() AS workers
-  FROM attribution_recompute_jobs;
+  FROM (SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+               count(*) FILTER (WHERE status = 'pending' AND run_after <= now()) AS runnable,
+               count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
+               count(*) FILTER (WHERE status = 'running') AS running,
+               count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               now() - min(enqueued_at) FILTER (WHERE status = 'pending') AS oldest_pending_age,
+               count(*) FILTER (WHERE status = 'succeeded'
+                                  AND finished_at > now() - interval '1 minute') AS finished_last_minute
+          FROM attribution_recompute_jobs) j
+  -- A join, not a subquery in the select list: Citus plans this on distributed tables.
+ CROSS JOIN (SELECT count(*) AS dead_letters FROM worker_failed_jobs WHERE redriven_at IS NULL) d;
 
 -- Queue metrics per tenant, for monitoring (postgres_exporter: docs/postgres_exporter.yaml).
 -- One row per tenant with jobs or dead letters. SECURITY DEFINER so that a monitoring

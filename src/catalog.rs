@@ -17,7 +17,7 @@ struct Cache {
     schema: String,
     /// The OID of the extension's attribution_events, looked up on first use.
     events: Option<pg_sys::Oid>,
-    statements: HashMap<&'static str, (Instant, Rc<OwnedPreparedStatement>)>,
+    statements: HashMap<String, (Instant, Rc<OwnedPreparedStatement>)>,
 }
 
 /// How long a prepared statement is reused before it is planned again. Postgres
@@ -81,11 +81,7 @@ pub fn events_relid() -> pg_sys::Oid {
 
 /// The statement `name`, prepared from `sql(schema)` with argument types `args` and
 /// reused by this backend for [`STATEMENT_LIFETIME`].
-pub fn statement(
-    name: &'static str,
-    args: &[PgOid],
-    sql: impl FnOnce(&str) -> String,
-) -> Rc<OwnedPreparedStatement> {
+pub fn statement(name: &str, args: &[PgOid], sql: impl FnOnce(&str) -> String) -> Rc<OwnedPreparedStatement> {
     let schema = schema();
     let cached = CACHE.with(|c| {
         c.borrow().as_ref().and_then(|c| {
@@ -101,7 +97,7 @@ pub fn statement(
     }));
     CACHE.with(|c| {
         if let Some(c) = c.borrow_mut().as_mut() {
-            c.statements.insert(name, (Instant::now(), stmt.clone()));
+            c.statements.insert(name.to_owned(), (Instant::now(), stmt.clone()));
         }
     });
     stmt

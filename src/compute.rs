@@ -300,7 +300,8 @@ fn statement_sql(variant: Variant, schema: &str) -> String {
                 SET allocation_ratio = excluded.allocation_ratio,
                     allocated_revenue_cents = excluded.allocated_revenue_cents,
                     correlation_id = excluded.correlation_id,
-                    updated_at = now()
+                    -- the default, now(): Citus refuses stable functions here
+                    updated_at = excluded.updated_at
               WHERE (a.allocation_ratio, a.allocated_revenue_cents)
                     IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents)"
         }

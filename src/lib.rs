@@ -3,12 +3,13 @@
 //! `api` is the SQL surface, `engine` the pure allocation and window logic, `queue` the
 //! one enqueue path shared by the trigger and the SQL functions, `worker` the background
 //! workers that drain the queue. Below them: `compute` (the allocation statement),
-//! `wake` (wake-on-commit), `catalog`, `convert`, `gucs`, `names`, `tenancy`, `errors`.
+//! `wake` (wake-on-commit), `catalog`, `citus` (where the queue's shards are), `convert`, `gucs`, `names`, `tenancy`, `errors`.
 
 use pgrx::prelude::*;
 
 mod api;
 mod catalog;
+mod citus;
 mod compute;
 mod convert;
 pub mod engine;
@@ -23,6 +24,7 @@ mod worker;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/citus.sql", name = "citus");
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

@@ -45,6 +45,8 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
         correlation_ids.push(r.correlation_id.clone());
         full.push(r.full);
     }
+    // The timestamps an update sets are the inserted row's defaults (now()), named as
+    // excluded.*: Citus refuses functions that are not immutable in DO UPDATE SET.
     // Under the SQL of an older version (before ALTER EXTENSION UPDATE) the job table has
     // no full_requested column; a job enqueued then has never been computed by this
     // version, so its first run is a full pass anyway.
@@ -77,11 +79,11 @@ pub fn enqueue(requests: &[JobRequest]) -> Vec<pgrx::Uuid> {
                 status = CASE WHEN j.status = 'running' THEN 'running' ELSE 'pending' END,
                 rerun_requested = (j.status = 'running'),
                 attempts = CASE WHEN j.status IN ('succeeded', 'failed') THEN 0 ELSE j.attempts END,
-                run_after = CASE WHEN j.status IN ('succeeded', 'failed') THEN now() ELSE j.run_after END,
-                enqueued_at = CASE WHEN j.status IN ('succeeded', 'failed') THEN now() ELSE j.enqueued_at END,
+                run_after = CASE WHEN j.status IN ('succeeded', 'failed') THEN excluded.run_after ELSE j.run_after END,
+                enqueued_at = CASE WHEN j.status IN ('succeeded', 'failed') THEN excluded.enqueued_at ELSE j.enqueued_at END,
                 last_correlation_id = excluded.last_correlation_id,
                 {full_update}
-                updated_at = now()
+                updated_at = excluded.updated_at
          RETURNING j.id"
             )
         },

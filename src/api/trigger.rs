@@ -61,19 +61,47 @@ fn attribution_events_schedule<'a>(
 /// incremental runs of its window (src/compute.rs).
 fn record_changes(trigger: &PgTrigger<'_>, models: &[String]) {
     let schema = catalog::schema();
-    let sql = format!(
-        "INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id, inserted)
-         SELECT n.tenant_id, m.model_version, n.occurred_at, n.id, $2
-           FROM {NEW_ROWS} n CROSS JOIN pg_catalog.unnest($1::text[]) AS m(model_version)"
-    );
     let inserted = matches!(trigger.op(), Ok(pgrx::trigger_support::PgTriggerOperation::Insert));
+    let on_a_shard = trigger.relid().is_ok_and(|relid| relid != catalog::events_relid());
     Spi::connect_mut(|client| {
         // SAFETY: as in touched_buckets: the trigger data outlives this call.
         let rc = unsafe {
             pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
         };
         assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
-        client.update(&sql, None, &[models.to_vec().into(), inserted.into()]).map(|_| ())
+        if !on_a_shard {
+            let sql = format!(
+                "INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id, inserted)
+                 SELECT n.tenant_id, m.model_version, n.occurred_at, n.id, $2
+                   FROM {NEW_ROWS} n CROSS JOIN pg_catalog.unnest($1::text[]) AS m(model_version)"
+            );
+            return client.update(&sql, None, &[models.to_vec().into(), inserted.into()]).map(|_| ());
+        }
+        // Under Citus the trigger fires on a shard of the events, and Citus plans the
+        // insert into the (distributed) change table apart from this statement, where
+        // the transition table cannot be seen: read it first, write from arrays.
+        let read = format!(
+            "SELECT pg_catalog.array_agg(n.tenant_id), pg_catalog.array_agg(n.occurred_at), pg_catalog.array_agg(n.id)
+               FROM {NEW_ROWS} n"
+        );
+        let write = format!(
+            "INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id, inserted)
+             SELECT n.tenant_id, m.model_version, n.occurred_at, n.event_id, $5
+               FROM ROWS FROM (pg_catalog.unnest($1::uuid[]), pg_catalog.unnest($2::timestamptz[]),
+                               pg_catalog.unnest($3::uuid[])) AS n(tenant_id, occurred_at, event_id)
+              CROSS JOIN pg_catalog.unnest($4::text[]) AS m(model_version)"
+        );
+        let row = client.select(&read, Some(1), &[])?.first();
+        let tenants = row.get::<Vec<pgrx::Uuid>>(1)?.unwrap_or_default();
+        let occurred = row.get::<Vec<TimestampWithTimeZone>>(2)?.unwrap_or_default();
+        let ids = row.get::<Vec<pgrx::Uuid>>(3)?.unwrap_or_default();
+        client
+            .update(
+                &write,
+                None,
+                &[tenants.into(), occurred.into(), ids.into(), models.to_vec().into(), inserted.into()],
+            )
+            .map(|_| ())
     })
     .expect("recording changed events");
 }
@@ -136,7 +164,9 @@ fn touched_buckets(
 /// tables of the extension's own events table: a trigger someone attached to another
 /// table (0.1.0 let any role create one) could otherwise feed it rows of any shape.
 fn on_the_events_table(trigger: &PgTrigger<'_>) -> bool {
-    trigger.relid().is_ok_and(|relid| relid == catalog::events_relid())
+    trigger.relid().is_ok_and(|relid| {
+        relid == catalog::events_relid() || crate::citus::is_shard_of(relid, "attribution_events")
+    })
 }
 
 /// Whether this session loads data the way pg_dump's output and pg_restore do.
@@ -182,6 +212,13 @@ fn attribution_models_schedule<'a>(
     ))
     .expect("looking up attribution_models");
     if trigger.relid().ok() != models_relid {
+        // Under Citus the registry is a reference table, whose triggers fire on each
+        // node's copy of it. Those copies schedule nothing: a distributed installation
+        // does not schedule a changed model's windows (README, "Scaling out with Citus");
+        // its next run of each window is still a full pass.
+        if trigger.relid().is_ok_and(|relid| crate::citus::is_shard_of(relid, "attribution_models")) {
+            return Ok(None);
+        }
         AttributionError::TriggerMisplaced("attribution_models_schedule").report();
     }
     if restoring() {

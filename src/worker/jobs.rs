@@ -29,12 +29,16 @@ struct Job {
     full_requested: bool,
     /// When the window was last computed (Postgres microseconds); None: never.
     computed_at: Option<i64>,
+    /// The table the row is in: the job table, or its shard under Citus (src/citus.rs).
+    /// The worker updates the row there: Citus would refuse clock_timestamp() in an
+    /// UPDATE of the distributed table, and the shard is on this node anyway.
+    table: String,
 }
 
 impl Job {
     /// From a row of (id, tenant_id, window_start, window_end, model_version,
     /// last_correlation_id, attempts, inject_failure); all but the last are NOT NULL.
-    fn from_row(row: &pgrx::spi::SpiHeapTupleData<'_>) -> Job {
+    fn from_row(row: &pgrx::spi::SpiHeapTupleData<'_>, table: &str) -> Job {
         fn column<T: IntoDatum + FromDatum>(row: &pgrx::spi::SpiHeapTupleData<'_>, n: usize) -> T {
             row.get(n).ok().flatten().unwrap_or_else(|| panic!("job row column {n} is missing"))
         }
@@ -51,6 +55,7 @@ impl Job {
             inject_failure: row.get(8).ok().flatten(),
             full_requested: row.get(9).ok().flatten().unwrap_or(true),
             computed_at: row.get::<TimestampWithTimeZone>(10).ok().flatten().map(i64::from),
+            table: table.to_owned(),
         }
     }
 }
@@ -72,6 +77,8 @@ pub struct WorkerState {
     claimed: Option<Job>,
     /// The tenant of the last job this worker claimed: the round-robin cursor.
     last_tenant: Option<pgrx::Uuid>,
+    /// Which of this node's job tables (src/citus.rs) the next claim looks at first.
+    next_table: usize,
 }
 
 /// Why jobs may not run here right now, if they may not: the extension is missing or
@@ -147,6 +154,8 @@ pub fn run_next(state: &mut WorkerState) -> bool {
         Some(job) => job,
         None => {
             let claimed = in_transaction(AssertUnwindSafe(|| claim_if_allowed(state))).unwrap_or_else(|f| {
+                // Citus may have just distributed the queue: look where it is again.
+                crate::citus::forget_placement();
                 warning!("pg_attribution worker could not claim a job: {}", f.message);
                 None
             });
@@ -271,14 +280,22 @@ fn claim_if_allowed(state: &mut WorkerState) -> Option<Job> {
     if refused {
         return None;
     }
-    let job = claim(state.last_tenant);
-    if let Some(job) = &job {
-        state.last_tenant = Some(job.tenant_id);
+    // Once Citus distributes the queue, each of this node's shards of it is a table of
+    // its own: go round them too, starting after the one a job last came from.
+    let tables = crate::citus::job_tables();
+    super::plan_for_citus(crate::citus::distributed());
+    for k in 0..tables.len() {
+        let i = (state.next_table + k) % tables.len();
+        if let Some(job) = claim(&tables[i], state.last_tenant) {
+            state.last_tenant = Some(job.tenant_id);
+            state.next_table = i + 1;
+            return Some(job);
+        }
     }
-    job
+    None
 }
 
-fn claim(after_tenant: Option<pgrx::Uuid>) -> Option<Job> {
+fn claim(table: &str, after_tenant: Option<pgrx::Uuid>) -> Option<Job> {
     // The claim commits on its own: a run that crashes the worker has then already
     // counted as an attempt, so a job that always crashes ends in the dead-letter table.
     //
@@ -290,27 +307,26 @@ fn claim(after_tenant: Option<pgrx::Uuid>) -> Option<Job> {
     // when the first finds nothing. A job another worker is claiming is skipped (SKIP
     // LOCKED), not waited for.
     // Counters saturate instead of overflowing, so no row can make the claim fail.
-    let stmt = catalog::statement("claim_job", &catalog::types(&[UUIDOID]), |schema| {
-        claim_sql(&format!("{schema}."))
-    });
+    let stmt =
+        catalog::statement(&format!("claim_job {table}"), &catalog::types(&[UUIDOID]), |_| claim_sql(table));
     let from = pgrx::Uuid::from_bytes(round_robin_start(after_tenant.map(|t| *t.as_bytes())));
     Spi::connect_mut(|client| {
         let rows = client.update(&*stmt, Some(1), &[from.into()]).expect("claiming a job");
-        rows.into_iter().next().map(|row| Job::from_row(&row))
+        rows.into_iter().next().map(|row| Job::from_row(&row, table))
     })
 }
 
-/// The claim statement; `prefix` is the extension's schema and a dot. Also run, with
-/// the smallest uuid for $1 and no schema, by tests/isolation/specs/claim_skips_uncommitted.spec
-/// (a unit test keeps the two the same).
-fn claim_sql(prefix: &str) -> String {
+/// The claim statement on `table` (the job table or, under Citus, one of its shards on
+/// this node). Also run, with the smallest uuid for $1 and the unqualified table, by
+/// tests/isolation/specs/claim_skips_uncommitted.spec (a unit test keeps the two the same).
+fn claim_sql(table: &str) -> String {
     format!(
         "WITH next AS (
                  SELECT c.tenant_id, c.id, c.full_requested
                    FROM (VALUES ($1::uuid), ('00000000-0000-0000-0000-000000000000'::uuid))
                         AS start(from_tenant)
                   CROSS JOIN LATERAL (
-                        SELECT j.tenant_id, j.id, j.full_requested FROM {prefix}attribution_recompute_jobs j
+                        SELECT j.tenant_id, j.id, j.full_requested FROM {table} j
                          WHERE j.status = 'pending' AND j.run_after <= now()
                            AND j.tenant_id >= start.from_tenant
                          ORDER BY j.tenant_id, j.run_after
@@ -318,7 +334,7 @@ fn claim_sql(prefix: &str) -> String {
                            FOR UPDATE SKIP LOCKED) c
                   LIMIT 1
              )
-             UPDATE {prefix}attribution_recompute_jobs j
+             UPDATE {table} j
                 SET status = 'running',
                     attempts = least(j.attempts, 2147483646) + 1,
                     run_count = least(j.run_count, 2147483646) + 1,
@@ -376,16 +392,21 @@ fn run(job: &Job) -> crate::compute::Computed {
     .unwrap_or_else(|e| e.report());
 
     // A request that arrived during the run set rerun_requested: run once more.
-    let finish = catalog::statement("finish_job", &catalog::types(&[UUIDOID, UUIDOID]), |schema| {
-        format!(
-            "UPDATE {schema}.attribution_recompute_jobs
+    let finish = catalog::statement(
+        &format!("finish_job {}", job.table),
+        &catalog::types(&[UUIDOID, UUIDOID]),
+        |_| {
+            format!(
+                "UPDATE {}
                 SET status = CASE WHEN rerun_requested THEN 'pending' ELSE 'succeeded' END,
                     run_after = now(), rerun_requested = false, attempts = 0, computed_at = now(),
                     finished_at = clock_timestamp(), worker_pid = NULL, last_error = NULL,
                     last_sqlstate = NULL, updated_at = now()
-              WHERE tenant_id = $1 AND id = $2"
-        )
-    });
+              WHERE tenant_id = $1 AND id = $2",
+                job.table
+            )
+        },
+    );
     Spi::connect_mut(|client| {
         client.update(&*finish, None, &[job.tenant_id.into(), job.id.into()]).map(|_| ())
     })
@@ -442,42 +463,76 @@ fn record_failure(job: &Job, failure: &Failure, outcome: Outcome) {
             job.id, job.tenant_id, job.correlation_id, delay, failure.message
         ),
     }
+    // The job row is updated where it is (see Job::table), the dead letter written
+    // through the dead-letter table, which under Citus routes it to the co-located shard.
+    let failed = Spi::connect_mut(|client| {
+        let row = client
+            .update(
+                &format!(
+                    "UPDATE {}
+                        SET status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END,
+                            attempts = CASE WHEN $7 THEN attempts ELSE greatest(attempts - 1, 0) END,
+                            full_requested = full_requested OR $8,
+                            run_after = now() + make_interval(secs => $4),
+                            rerun_requested = CASE WHEN $3 THEN false ELSE rerun_requested END,
+                            finished_at = clock_timestamp(), worker_pid = NULL,
+                            last_error = $5, last_sqlstate = $6, updated_at = now()
+                      WHERE tenant_id = $1 AND id = $2
+                  RETURNING status = 'failed', window_start, window_end, model_version,
+                            last_correlation_id, attempts",
+                    job.table
+                ),
+                Some(1),
+                &[
+                    job.tenant_id.into(),
+                    job.id.into(),
+                    dead.into(),
+                    delay.as_secs_f64().into(),
+                    failure.message.as_str().into(),
+                    failure.sqlstate.as_deref().into(),
+                    spent.into(),
+                    job.full_requested.into(),
+                ],
+            )?
+            .first();
+        if row.is_empty() || row.get::<bool>(1)? != Some(true) {
+            return Ok::<_, pgrx::spi::SpiError>(None);
+        }
+        Ok(Some((
+            row.get::<TimestampWithTimeZone>(2)?,
+            row.get::<TimestampWithTimeZone>(3)?,
+            row.get::<String>(4)?,
+            row.get::<String>(5)?,
+            row.get::<i32>(6)?,
+        )))
+    })
+    .expect("recording a job failure");
+    let Some((window_start, window_end, model_version, correlation_id, attempts)) = failed else { return };
+    // As the job's tenant, as the run was: the dead-letter table's policies are checked
+    // against the context (under Citus even where the worker's own policy admits the row).
+    crate::tenancy::set_context(Some(&job.tenant_id.to_string()));
     Spi::run_with_args(
         &format!(
-            "WITH failed AS (
-                 UPDATE {schema}.attribution_recompute_jobs
-                    SET status = CASE WHEN $3 THEN 'failed' ELSE 'pending' END,
-                        attempts = CASE WHEN $7 THEN attempts ELSE greatest(attempts - 1, 0) END,
-                        full_requested = full_requested OR $8,
-                        run_after = now() + make_interval(secs => $4),
-                        rerun_requested = CASE WHEN $3 THEN false ELSE rerun_requested END,
-                        finished_at = clock_timestamp(), worker_pid = NULL,
-                        last_error = $5, last_sqlstate = $6, updated_at = now()
-                  WHERE tenant_id = $1 AND id = $2
-              RETURNING *
-             )
-             INSERT INTO {schema}.worker_failed_jobs
+            "INSERT INTO {schema}.worker_failed_jobs
                     (job_id, tenant_id, payload, correlation_id, sqlstate, error_message, attempts)
-             SELECT id, tenant_id,
-                    jsonb_build_object('tenant_id', tenant_id, 'window_start', window_start,
-                                       'window_end', window_end, 'model_version', model_version,
-                                       'correlation_id', last_correlation_id),
-                    last_correlation_id, $6, $5, attempts
-               FROM failed
-              WHERE status = 'failed'"
+             VALUES ($1, $2,
+                     jsonb_build_object('tenant_id', $2, 'window_start', $3, 'window_end', $4,
+                                        'model_version', $5, 'correlation_id', $6),
+                     $6, $7, $8, $9)"
         ),
         &[
-            job.tenant_id.into(),
             job.id.into(),
-            dead.into(),
-            delay.as_secs_f64().into(),
-            failure.message.as_str().into(),
+            job.tenant_id.into(),
+            window_start.into(),
+            window_end.into(),
+            model_version.into(),
+            correlation_id.into(),
             failure.sqlstate.as_deref().into(),
-            spent.into(),
-            job.full_requested.into(),
+            failure.message.as_str().into(),
+            attempts.into(),
         ],
     )
-    .expect("recording a job failure");
+    .expect("recording a dead letter");
 }
 
 /// Jobs left 'running' by a worker that is gone (killed, crashed, terminated, or the
@@ -486,18 +541,19 @@ fn record_failure(job: &Job, failure: &Failure, outcome: Outcome) {
 /// one it has claimed next: it is between jobs, so their outcome was never recorded.
 pub fn recover_orphans(claimed_next: Option<pgrx::Uuid>) {
     let result = in_transaction(|| {
-        let schema = catalog::schema();
         // FOR UPDATE needs a read-write SPI call, hence update().
-        let orphans: Vec<(Job, bool)> = Spi::connect_mut(|client| {
-            client
-                .update(
-                    &format!(
-                        "SELECT id, tenant_id, window_start, window_end, model_version,
+        let mut orphans: Vec<(Job, bool)> = Vec::new();
+        for table in crate::citus::job_tables() {
+            orphans.extend(Spi::connect_mut(|client| {
+                client
+                    .update(
+                        &format!(
+                            "SELECT id, tenant_id, window_start, window_end, model_version,
                                 last_correlation_id, attempts, inject_failure,
                                 -- the claim consumed the run's full-pass request: ask again
                                 true, computed_at,
                                 worker_pid = pg_backend_pid() AND started_at >= pg_postmaster_start_time()
-                           FROM {schema}.attribution_recompute_jobs
+                           FROM {table}
                           WHERE status = 'running'
                             AND (started_at < pg_postmaster_start_time()
                                  OR worker_pid IS NULL
@@ -508,14 +564,17 @@ pub fn recover_orphans(claimed_next: Option<pgrx::Uuid>) {
                                  -- transaction held the job row past lock_timeout)
                                  OR (worker_pid = pg_backend_pid() AND id IS DISTINCT FROM $2))
                             FOR UPDATE SKIP LOCKED"
-                    ),
-                    None,
-                    &[BACKEND_TYPE.into(), claimed_next.into()],
-                )
-                .expect("finding orphaned jobs")
-                .map(|row| (Job::from_row(&row), row.get::<bool>(11).ok().flatten().unwrap_or(false)))
-                .collect()
-        });
+                        ),
+                        None,
+                        &[BACKEND_TYPE.into(), claimed_next.into()],
+                    )
+                    .expect("finding orphaned jobs")
+                    .map(|row| {
+                        (Job::from_row(&row, &table), row.get::<bool>(11).ok().flatten().unwrap_or(false))
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
         let crashed = Failure {
             sqlstate: None,
             message: "the worker running this job exited before finishing it (crash, kill or shutdown)"
@@ -547,15 +606,16 @@ pub fn recover_orphans(claimed_next: Option<pgrx::Uuid>) {
 /// Deletes succeeded jobs older than attribution.finished_job_retention.
 pub fn prune_finished() {
     let result = in_transaction(|| {
-        let schema = catalog::schema();
-        Spi::run_with_args(
-            &format!(
-                "DELETE FROM {schema}.attribution_recompute_jobs
-                  WHERE status = 'succeeded' AND finished_at < now() - make_interval(secs => $1)"
-            ),
-            &[(gucs::finished_job_retention_seconds() as f64).into()],
-        )
-        .expect("pruning finished jobs");
+        for table in crate::citus::job_tables() {
+            Spi::run_with_args(
+                &format!(
+                    "DELETE FROM {table}
+                      WHERE status = 'succeeded' AND finished_at < now() - make_interval(secs => $1)"
+                ),
+                &[(gucs::finished_job_retention_seconds() as f64).into()],
+            )
+            .expect("pruning finished jobs");
+        }
     });
     if let Err(f) = result {
         warning!("pg_attribution worker could not prune finished jobs: {}", f.message);
@@ -565,15 +625,23 @@ pub fn prune_finished() {
 /// Time until the earliest pending job scheduled in the future (a retry) becomes due.
 pub fn until_next_due() -> Option<Duration> {
     in_transaction(|| {
-        let stmt = catalog::statement("next_due", &[], |schema| {
-            format!(
-                "SELECT extract(epoch FROM min(run_after) - now())::float8
-                   FROM {schema}.attribution_recompute_jobs
-                  WHERE status = 'pending' AND run_after > now()"
-            )
-        });
-        Spi::connect(|client| client.select(&*stmt, Some(1), &[])?.first().get_one::<f64>())
-            .expect("reading the next retry time")
+        let mut earliest: Option<f64> = None;
+        for table in crate::citus::job_tables() {
+            let stmt = catalog::statement(&format!("next_due {table}"), &[], |_| {
+                format!(
+                    "SELECT extract(epoch FROM min(run_after) - now())::float8
+                       FROM {table}
+                      WHERE status = 'pending' AND run_after > now()"
+                )
+            });
+            let due = Spi::connect(|client| client.select(&*stmt, Some(1), &[])?.first().get_one::<f64>())
+                .expect("reading the next retry time");
+            earliest = match (earliest, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        earliest
     })
     .ok()
     .flatten()
@@ -671,7 +739,8 @@ mod tests {
     #[test]
     fn the_isolation_spec_claims_with_the_workers_statement() {
         let spec = include_str!("../../tests/isolation/specs/claim_skips_uncommitted.spec");
-        let worker = super::claim_sql("").replace("$1::uuid", "'00000000-0000-0000-0000-000000000000'::uuid");
+        let worker = super::claim_sql("attribution_recompute_jobs")
+            .replace("$1::uuid", "'00000000-0000-0000-0000-000000000000'::uuid");
         assert!(
             normalized(spec).contains(&normalized(&worker)),
             "tests/isolation/specs/claim_skips_uncommitted.spec no longer runs the worker's claim:\n{}",

@@ -140,6 +140,24 @@ fn apply_session_settings() {
     }
 }
 
+/// Citus routes a statement on the distributed tables to the tenant's shard only with the
+/// parameters' values in hand, so it cannot use the generic plans the workers otherwise
+/// force (see pg_attribution_worker_main): once the tables are distributed, let Postgres
+/// plan with the values (it then keeps custom plans for these statements).
+pub fn plan_for_citus(distributed: bool) {
+    let mode = if distributed { c"auto" } else { c"force_generic_plan" };
+    // SAFETY: setting a GUC for this process's session, inside a transaction: an abort
+    // undoes it, and the next claim sets it again.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"plan_cache_mode".as_ptr(),
+            mode.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        )
+    };
+}
+
 /// Every MAINTENANCE_INTERVAL: recover jobs orphaned by a crash and prune finished ones.
 /// Only once run_next has confirmed that jobs may run here.
 fn maintain(state: &jobs::WorkerState, last: &mut Option<Instant>) {
