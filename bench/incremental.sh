@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Incremental recompute on a hot day (release build, throwaway cluster, fsync and
 # synchronous_commit on, default worker settings), side by side in one run:
+# - the insert trigger's cost: the backfill's INSERT against the same INSERT into a copy
+#   of the table without triggers;
 # - the day's first computation (a full pass over EVENTS events: the backfill);
 # - one event changed, then its job (incremental);
 # - the unchanged day re-requested with schedule_recompute_window (incremental, nothing
@@ -9,7 +11,8 @@
 #   IS DISTINCT FROM over the same rows into a table of the same shape that holds them;
 # - live ingest into the hot day: one single-event INSERT every 200 ms for LIVE_SECONDS,
 #   insert commit -> allocations visible;
-# - the change log's size at the end, and the every-cent check.
+# - the change log's size at the end, the every-cent check, and every allocation
+#   against a computation from scratch (missing/extra rows).
 # Sizes: EVENTS (default 1,000,000), LIVE_SECONDS (default 30).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
@@ -34,11 +37,30 @@ job_ms() {
     q -c "SELECT round(extract(epoch FROM finished_at - started_at)::numeric * 1000, 1) FROM attribution_recompute_jobs WHERE last_correlation_id = '$1'"
 }
 
+# The backfill's rows; the same ones go into a table without triggers first.
+backfill_rows="SELECT gen_random_uuid(), '$TENANT_A', timestamptz '$DAY 00:00Z' + (g % 86400) * interval '1 second', (g::bigint * 7919) % 100000
+        FROM generate_series(1, $EVENTS) g"
+insert_ms() { grep -o 'Time: [0-9.]*' | tail -1 | awk '{print $2}'; }
+log "the insert trigger's cost: $EVENTS rows into a copy of attribution_events without triggers, then into attribution_events"
+plain_ms=$(q <<SQL | insert_ms
+CREATE TABLE events_without_triggers (LIKE attribution_events INCLUDING ALL);
+ALTER TABLE events_without_triggers ADD FOREIGN KEY (tenant_id) REFERENCES attribution_tenants (id);
+ALTER TABLE events_without_triggers ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON events_without_triggers USING (tenant_id = attribution_current_tenant());
+CHECKPOINT;
+\\timing on
+INSERT INTO events_without_triggers (id, tenant_id, occurred_at, revenue_cents) $backfill_rows;
+SQL
+)
+q -c "DROP TABLE events_without_triggers" -c "CHECKPOINT" >/dev/null
 log "backfill: $EVENTS events into one day, one INSERT, its job (full pass)"
-q -c "SET attribution.correlation_id = 'bench-backfill'" \
-  -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
-      SELECT gen_random_uuid(), '$TENANT_A', timestamptz '$DAY 00:00Z' + (g % 86400) * interval '1 second', (g::bigint * 7919) % 100000
-        FROM generate_series(1, $EVENTS) g" >/dev/null
+trigger_ms=$(q <<SQL | insert_ms
+SET attribution.correlation_id = 'bench-backfill';
+\\timing on
+INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents) $backfill_rows;
+SQL
+)
+echo "  INSERT of $EVENTS rows: $trigger_ms ms into attribution_events, $plain_ms ms into the same table without triggers ($(awk -v a="$trigger_ms" -v b="$plain_ms" 'BEGIN { printf "%.2f", a / b }')x)"
 backfill=$(job_ms bench-backfill)
 echo "  full pass over $EVENTS events: $backfill ms"
 q -c "VACUUM ANALYZE attribution_allocations" -c "VACUUM ANALYZE attribution_events" >/dev/null
@@ -107,6 +129,7 @@ for c in 1 2; do
 done
 wait
 last_commit=$(q -c "SELECT clock_timestamp()")
+echo "  the clients' 200 INSERTs took $(q -c "SELECT round(extract(epoch FROM '$last_commit'::timestamptz - '$start'::timestamptz)::numeric * 1000)") ms"
 POLL_PAUSE=0.05 poll_until 600 q -c "SELECT pending + running = 0 FROM attribution_queue_health"
 lag=$(q -c "SELECT round(extract(epoch FROM max(finished_at) - '$last_commit'::timestamptz)::numeric * 1000, 1) FROM attribution_recompute_jobs")
 rate=$(q -c "SELECT round(200000 / extract(epoch FROM max(finished_at) - '$start'::timestamptz)) FROM attribution_recompute_jobs")
@@ -148,4 +171,11 @@ POLL_PAUSE=0.5 poll_until 600 q -c "SELECT pending + running = 0 FROM attributio
 echo "  change log at the end: $(q -c "SELECT count(*) FROM attribution_event_changes") rows, $(q -c "SELECT pg_size_pretty(pg_total_relation_size('attribution_event_changes'))")"
 bad=$(q -c "$(cents_off_sql)")
 echo "  events whose allocations do not sum to their revenue: $bad"
+# Every allocation as a computation from scratch gives it, row for row.
+expected="SELECT e.tenant_id, e.id, m.model_version, s.channel, s.cents
+            FROM attribution_events e CROSS JOIN attribution_models m
+           CROSS JOIN LATERAL unnest(m.channels, attribution_split_cents(e.revenue_cents, m.weights)) AS s(channel, cents)
+           WHERE m.active"
+actual="SELECT tenant_id, event_id, model_version, channel, allocated_revenue_cents FROM attribution_allocations"
+echo "  allocations missing/extra against a computation from scratch: $(q -c "SELECT (SELECT count(*) FROM ($expected EXCEPT $actual) x) || '/' || (SELECT count(*) FROM ($actual EXCEPT $expected) y)")"
 [ "$bad" = 0 ]
