@@ -64,7 +64,6 @@ pub fn compute_window(
     pass: Pass,
 ) -> Result<Computed, AttributionError> {
     let model = load_model(model_version)?;
-    lock_window(tenant_id, model_version, window, wait);
     let incremental = match pass {
         Pass::Full | Pass::First => false,
         Pass::IncrementalSince(computed_at) => model.changed_at.is_none_or(|changed| changed < computed_at),
@@ -74,6 +73,10 @@ pub fn compute_window(
     // consume, and every pass is full.
     let current = catalog::sql_is_current();
     let incremental = incremental && current;
+    let locks = WindowLocks { tenant_id, model_version, window, wait };
+    // A full pass excludes every other writer of its days; incremental runs share the
+    // days and exclude each other slice by slice (see Slices).
+    locks.take_days(if incremental { pg_sys::ShareLock } else { pg_sys::ExclusiveLock });
 
     let variant = match (incremental, current, pass) {
         (_, false, _) => Variant::BeforeUpdate,
@@ -87,18 +90,105 @@ pub fn compute_window(
         // is rolled back on unique_violation (one exists after all): then the same pass
         // runs again as an upsert.
         Variant::First => in_subtransaction(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, || {
-            run_statement(Variant::First, &args)
+            run_statement(Variant::First, &args, Slices::All)
         })
-        .unwrap_or_else(|| run_statement(Variant::Full, &args)),
-        Variant::Incremental if only_inserts_recorded(&args) => {
-            in_subtransaction(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, || {
-                run_statement(Variant::IncrementalNew, &args)
-            })
-            .unwrap_or_else(|| run_statement(Variant::Incremental, &args))
+        .unwrap_or_else(|| run_statement(Variant::Full, &args, Slices::All)),
+        Variant::Incremental => {
+            let recorded = recorded_changes(&args, Slices::All);
+            if recorded.count <= SPLIT_ABOVE {
+                // (Only runs hold slice locks, and only briefly, so waiting for them is
+                // safe even for a worker.)
+                for slice in 0..SLICES {
+                    locks.take_slice(slice, Take::Wait);
+                }
+                run_incremental(&args, Slices::All, recorded.only_inserts)
+            } else {
+                // A hot window: slice by slice, and an idle worker helps with the slices
+                // this run has not reached yet (crate::worker::jobs::help). Slices it
+                // finds busy it computes last, after waiting for their helper, which
+                // leaves them empty or with what was recorded since.
+                crate::wake::wake_idle_now(1);
+                let mut done = (0, 0);
+                let mut busy = Vec::new();
+                for slice in 0..SLICES {
+                    if locks.take_slice(slice, Take::OrSkip) {
+                        let r = run_incremental(&args, Slices::One(slice), recorded.only_inserts);
+                        done = (done.0 + r.0, done.1 + r.1);
+                    } else {
+                        busy.push(slice);
+                    }
+                }
+                for slice in busy {
+                    locks.take_slice(slice, Take::Wait);
+                    let r = run_incremental(&args, Slices::One(slice), recorded.only_inserts);
+                    done = (done.0 + r.0, done.1 + r.1);
+                }
+                done
+            }
         }
-        variant => run_statement(variant, &args),
+        variant => run_statement(variant, &args, Slices::All),
     };
     Ok(Computed { events, written, incremental })
+}
+
+/// Incremental runs of one window exclude each other per slice of its events (by a hash
+/// of the event id), so that several workers can compute a hot window's changes at once
+/// while each event is only ever computed by one of them at a time.
+pub const SLICES: u32 = 4;
+
+/// An incremental run with more recorded changes than this goes slice by slice, and
+/// asks an idle worker to help.
+const SPLIT_ABOVE: i64 = 4000;
+
+/// Which events' changes a statement consumes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Slices {
+    All,
+    One(u32),
+}
+
+/// Incremental, without the conflict check when every recorded change was an INSERT
+/// (falling back to the upsert in a subtransaction, as for Variant::First).
+fn run_incremental(args: &Args<'_>, slices: Slices, only_inserts: bool) -> (i64, i64) {
+    if only_inserts {
+        in_subtransaction(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, || {
+            run_statement(Variant::IncrementalNew, args, slices)
+        })
+        .unwrap_or_else(|| run_statement(Variant::Incremental, args, slices))
+    } else {
+        run_statement(Variant::Incremental, args, slices)
+    }
+}
+
+/// Helps a running incremental job of a hot window: computes one slice of its recorded
+/// changes that no other run holds, under the caller's tenant context. Returns the
+/// events computed, or None when there was nothing to take (the window is in a full
+/// pass, every slice is taken, or nothing is recorded).
+pub fn help_with_slice(
+    tenant_id: pgrx::Uuid,
+    window: Window,
+    model_version: &str,
+    correlation_id: &str,
+) -> Result<Option<i64>, AttributionError> {
+    let model = load_model(model_version)?;
+    let locks = WindowLocks { tenant_id, model_version, window, wait: LockWait::NoWait };
+    if !locks.try_days(pg_sys::ShareLock) {
+        return Ok(None);
+    }
+    let args = Args { tenant_id, window, model_version, model: &model, correlation_id };
+    // From the last slice down, while the run it helps goes up.
+    for slice in (0..SLICES).rev() {
+        if !locks.take_slice(slice, Take::OrSkip) {
+            continue;
+        }
+        let recorded = recorded_changes(&args, Slices::One(slice));
+        if recorded.count == 0 {
+            continue;
+        }
+        let (events, _) = run_incremental(&args, Slices::One(slice), recorded.only_inserts);
+        return Ok(Some(events));
+    }
+    Ok(None)
 }
 
 /// The statements that compute a window.
@@ -123,22 +213,34 @@ struct Args<'a> {
     correlation_id: &'a str,
 }
 
-/// Whether every change recorded for the window and model is an INSERT (and there is
-/// at least one), so that an incremental run can insert without the conflict check.
-fn only_inserts_recorded(args: &Args<'_>) -> bool {
+/// What is recorded for a window and model (or one slice of it).
+struct Recorded {
+    count: i64,
+    /// Every recorded change is an INSERT (and there is at least one), so that an
+    /// incremental run can insert without the conflict check.
+    only_inserts: bool,
+}
+
+fn recorded_changes(args: &Args<'_>, slices: Slices) -> Recorded {
+    let (name, slice) = match slices {
+        Slices::All => ("recorded_changes", -1),
+        Slices::One(slice) => ("recorded_changes_slice", slice as i32),
+    };
     let stmt = catalog::statement(
-        "only_inserts_recorded",
-        &catalog::types(&[UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID]),
+        name,
+        &catalog::types(&[UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT4OID]),
         |schema| {
             format!(
-                "SELECT bool_and(c.inserted) FROM {schema}.attribution_event_changes c
+                "SELECT count(*), coalesce(bool_and(c.inserted), false)
+                   FROM {schema}.attribution_event_changes c
                   WHERE c.tenant_id = $1 AND c.model_version = $4
-                    AND c.occurred_at >= $2 AND c.occurred_at < $3"
+                    AND c.occurred_at >= $2 AND c.occurred_at < $3 {}",
+                slice_filter(slices, "$5")
             )
         },
     );
     Spi::connect(|client| {
-        client
+        let row = client
             .select(
                 &*stmt,
                 Some(1),
@@ -147,22 +249,44 @@ fn only_inserts_recorded(args: &Args<'_>) -> bool {
                     to_timestamptz(args.window.start).into(),
                     to_timestamptz(args.window.end).into(),
                     args.model_version.into(),
+                    slice.into(),
                 ],
-            )
-            .and_then(|rows| rows.first().get::<bool>(1))
+            )?
+            .first();
+        Ok::<_, pgrx::spi::SpiError>(Recorded {
+            count: row.get::<i64>(1)?.unwrap_or(0),
+            only_inserts: row.get::<bool>(2)?.unwrap_or(false),
+        })
     })
     .expect("reading the recorded changes")
-    .unwrap_or(false)
+}
+
+/// The condition on attribution_event_changes c that keeps one slice's rows; `param`
+/// is the slice number's parameter.
+fn slice_filter(slices: Slices, param: &str) -> String {
+    match slices {
+        Slices::All => String::new(),
+        Slices::One(_) => format!(
+            "AND (pg_catalog.hashtext(c.event_id::pg_catalog.text) OPERATOR(pg_catalog.&) {}) = {param}",
+            SLICES - 1
+        ),
+    }
 }
 
 /// Runs one computation statement; returns (events computed, allocation rows written).
-fn run_statement(variant: Variant, args: &Args<'_>) -> (i64, i64) {
-    let name = match variant {
-        Variant::Full => "compute_window_full",
-        Variant::First => "compute_window_first",
-        Variant::Incremental => "compute_window_incremental",
-        Variant::IncrementalNew => "compute_window_incremental_new",
-        Variant::BeforeUpdate => "compute_window_before_update",
+fn run_statement(variant: Variant, args: &Args<'_>, slices: Slices) -> (i64, i64) {
+    let name = match (variant, slices) {
+        (Variant::Incremental, Slices::One(_)) => "compute_window_incremental_slice",
+        (Variant::IncrementalNew, Slices::One(_)) => "compute_window_incremental_new_slice",
+        (Variant::Full, _) => "compute_window_full",
+        (Variant::First, _) => "compute_window_first",
+        (Variant::Incremental, _) => "compute_window_incremental",
+        (Variant::IncrementalNew, _) => "compute_window_incremental_new",
+        (Variant::BeforeUpdate, _) => "compute_window_before_update",
+    };
+    let slice = match slices {
+        Slices::All => -1,
+        Slices::One(slice) => slice as i32,
     };
     let stmt = catalog::statement(
         name,
@@ -175,8 +299,9 @@ fn run_statement(variant: Variant, args: &Args<'_>) -> (i64, i64) {
             INT4ARRAYOID,
             TEXTOID,
             BOOLOID,
+            INT4OID,
         ]),
-        |schema| statement_sql(variant, schema),
+        |schema| statement_sql(variant, slices, schema),
     );
     Spi::connect_mut(|client| {
         let row = client
@@ -192,6 +317,7 @@ fn run_statement(variant: Variant, args: &Args<'_>) -> (i64, i64) {
                     args.model.weights.clone().into(),
                     args.correlation_id.into(),
                     args.model.channels_ever_changed.into(),
+                    slice.into(),
                 ],
             )
             .expect("computing allocations")
@@ -205,14 +331,15 @@ fn run_statement(variant: Variant, args: &Args<'_>) -> (i64, i64) {
 
 /// The SQL of a computation statement. Parameters: $1 tenant, $2 and $3 the window, $4
 /// the model version, $5 and $6 its channels and weights, $7 the correlation id, $8
-/// whether the model's channel list ever changed.
+/// whether the model's channel list ever changed, $9 the slice of the changes an
+/// incremental run consumes (when `slices` is One).
 ///
 /// Every variant reads the events it allocates FOR KEY SHARE: the allocations' foreign
 /// key does not check inserts row by row (see sql/schema.sql), and the lock is what
 /// keeps an event from being deleted, or its key changed, between this read and the
 /// commit. An event deleted by a transaction that commits first is skipped (read
 /// committed re-checks the row), so no allocation is ever left without its event.
-fn statement_sql(variant: Variant, schema: &str) -> String {
+fn statement_sql(variant: Variant, slices: Slices, schema: &str) -> String {
     // Upsert only what differs (no dead tuples, no updated_at churn on a re-run), and
     // drop allocations for channels the model no longer has. Allocations of deleted
     // events go with them through the foreign key.
@@ -277,8 +404,9 @@ fn statement_sql(variant: Variant, schema: &str) -> String {
         _ => format!(
             "DELETE FROM {schema}.attribution_event_changes c
               WHERE c.tenant_id = $1 AND c.model_version = $4
-                AND c.occurred_at >= $2 AND c.occurred_at < $3
-             RETURNING c.event_id"
+                AND c.occurred_at >= $2 AND c.occurred_at < $3 {}
+             RETURNING c.event_id",
+            slice_filter(slices, "$9")
         ),
     };
     let computed = format!(
@@ -370,40 +498,104 @@ fn in_subtransaction<R>(code: PgSqlErrorCode, body: impl FnOnce() -> R) -> Optio
 /// Serialises writers whose windows overlap, for one tenant and model, so that the
 /// workers and direct calls never deadlock or interleave on the same allocation rows,
 /// while different days of a tenant still compute in parallel. Each writer holds the
-/// tenant/model lock shared and every UTC day its window touches exclusively, in
-/// ascending order; a window of more than MAX_GRANULE_LOCKS days holds the tenant/model
-/// lock exclusively instead.
+/// tenant/model lock shared and every UTC day its window touches, in ascending order:
+/// exclusively for a full pass, shared for an incremental run, which then holds slices
+/// of those days (Slices) exclusively. A window of more than MAX_GRANULE_LOCKS days
+/// holds the tenant/model lock exclusively instead (and no day or slice locks).
 ///
 /// These are heavyweight object locks whose class id is the extension's own OID, not
 /// advisory locks: any session can take any advisory lock (and read the keys in
 /// pg_locks), so a hostile session could hold a tenant's key and stall its jobs. No SQL
 /// command takes an object lock of this class. They are transaction-scoped, show in
 /// pg_locks as locktype 'object', and honour lock_timeout and the deadlock detector.
-fn lock_window(tenant_id: pgrx::Uuid, model_version: &str, window: Window, wait: LockWait) {
-    let class = catalog::extension_oid();
-    let key = format!("{tenant_id}/{model_version}");
-    let take = |key: &str, kind: u16, mode: u32| {
+struct WindowLocks<'a> {
+    tenant_id: pgrx::Uuid,
+    model_version: &'a str,
+    window: Window,
+    wait: LockWait,
+}
+
+/// How to take a slice lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Take {
+    Wait,
+    /// Give up (false) when another transaction holds it.
+    OrSkip,
+}
+
+impl WindowLocks<'_> {
+    fn key(&self) -> String {
+        format!("{}/{}", self.tenant_id, self.model_version)
+    }
+
+    /// Takes one lock; false when it is busy and `skip` allows giving up, an ERROR
+    /// (lock_not_available) when it is busy and the writer does not wait.
+    fn take(&self, key: &str, kind: u16, mode: u32, wait: LockWait, skip: bool) -> bool {
+        let class = catalog::extension_oid();
         let (objid, subid) = lock_tag(key, kind);
         let mode = mode as pg_sys::LOCKMODE;
         // SAFETY: transaction-scoped locks; an ERROR (timeout, deadlock) unwinds as usual.
-        if wait == LockWait::Wait {
+        if wait == LockWait::Wait && !skip {
             unsafe { pg_sys::LockDatabaseObject(class, objid.into(), subid, mode) };
-        } else if !unsafe { pg_sys::ConditionalLockDatabaseObject(class, objid.into(), subid, mode) } {
-            ereport!(
-                PgLogLevel::ERROR,
-                PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-                format!("window of tenant {tenant_id} and model {model_version} is being computed by another transaction")
-            );
+            return true;
         }
-    };
-    match window.lock_granules() {
-        Some(days) => {
-            take(&key, TENANT_LOCK, pg_sys::ShareLock);
-            for day in days {
-                take(&format!("{key}/{day}"), DAY_LOCK, pg_sys::ExclusiveLock);
+        if unsafe { pg_sys::ConditionalLockDatabaseObject(class, objid.into(), subid, mode) } {
+            return true;
+        }
+        if skip {
+            return false;
+        }
+        ereport!(
+            PgLogLevel::ERROR,
+            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+            format!(
+                "window of tenant {} and model {} is being computed by another transaction",
+                self.tenant_id, self.model_version
+            )
+        );
+        unreachable!("ereport(ERROR) does not return")
+    }
+
+    /// The tenant/model lock and the days, in `day_mode`, waiting or not as the writer
+    /// does.
+    fn take_days(&self, day_mode: u32) {
+        self.days(day_mode, false);
+    }
+
+    /// Like take_days, but false instead of an ERROR when one is busy (the locks taken
+    /// so far stay until the transaction ends).
+    fn try_days(&self, day_mode: u32) -> bool {
+        self.days(day_mode, true)
+    }
+
+    fn days(&self, day_mode: u32, skip: bool) -> bool {
+        let key = self.key();
+        match self.window.lock_granules() {
+            Some(days) => {
+                if !self.take(&key, TENANT_LOCK, pg_sys::ShareLock, self.wait, skip) {
+                    return false;
+                }
+                days.into_iter()
+                    .all(|day| self.take(&format!("{key}/{day}"), DAY_LOCK, day_mode, self.wait, skip))
             }
+            None => self.take(&key, TENANT_LOCK, pg_sys::ExclusiveLock, self.wait, skip),
         }
-        None => take(&key, TENANT_LOCK, pg_sys::ExclusiveLock),
+    }
+
+    /// One slice of every day of the window, exclusively (after take_days in share
+    /// mode). A window that holds the tenant/model lock exclusively needs none.
+    fn take_slice(&self, slice: u32, how: Take) -> bool {
+        let Some(days) = self.window.lock_granules() else { return true };
+        let key = self.key();
+        days.into_iter().all(|day| {
+            self.take(
+                &format!("{key}/{day}/slice{slice}"),
+                DAY_LOCK,
+                pg_sys::ExclusiveLock,
+                LockWait::Wait,
+                how == Take::OrSkip,
+            )
+        })
     }
 }
 

@@ -95,6 +95,13 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
     }
 }
 
+/// Wakes up to `count` idle workers now (a hot window's run asks one to help).
+pub fn wake_idle_now(count: usize) {
+    if available() {
+        wake_idle(count);
+    }
+}
+
 /// Wakes up to `count` idle workers and marks them busy, so that the next commit wakes
 /// others.
 fn wake_idle(mut count: usize) {

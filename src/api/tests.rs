@@ -768,3 +768,34 @@ fn a_first_pass_inserts_and_falls_back_to_an_upsert_when_allocations_exist() {
     run(&format!("DELETE FROM attribution_events WHERE id = '{E1}'"));
     assert_eq!(one::<i64>("SELECT count(*) FROM attribution_allocations"), 6);
 }
+
+#[pg_test]
+fn a_hot_window_is_computed_slice_by_slice_and_others_can_take_a_slice() {
+    use crate::compute::{compute_window, help_with_slice, LockWait, Pass};
+    tenants();
+    // More changes than one statement takes at once: 5,000 new events of one day.
+    run(&format!(
+        "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+         SELECT gen_random_uuid(), '{TENANT_A}', '2026-01-01Z'::timestamptz + g * interval '1 second', g
+           FROM generate_series(1, 5000) g"
+    ));
+    let changes = || one::<i64>("SELECT count(*) FROM attribution_event_changes");
+    assert_eq!(changes(), 5000);
+    let micros = |ts: &str| i64::from(one::<TimestampWithTimeZone>(&format!("SELECT '{ts}'::timestamptz")));
+    let window = crate::engine::window::Window::new(micros("2026-01-01Z"), micros("2026-01-02Z"), true, 86400)
+        .expect("a valid window");
+    let tenant = one::<pgrx::Uuid>(&format!("SELECT '{TENANT_A}'::uuid"));
+    // Another worker takes one slice (the last): about a quarter of the changes.
+    let helped = help_with_slice(tenant, window, "1.0.0", "helper").expect("helped").expect("a slice");
+    assert!((800..=1700).contains(&helped), "one slice of four: {helped} events");
+    assert_eq!(changes(), 5000 - helped);
+    // The run computes the rest, slice by slice.
+    let c = compute_window(tenant, window, "1.0.0", "owner", LockWait::Wait, Pass::IncrementalSince(0))
+        .expect("computed");
+    assert_eq!((c.events, c.written, c.incremental), (5000 - helped, (5000 - helped) * 3, true));
+    assert_eq!(changes(), 0);
+    assert_eq!(one::<i64>("SELECT count(*) FROM attribution_allocations"), 15000);
+    assert_cents_conserved();
+    // Nothing left to help with.
+    assert_eq!(help_with_slice(tenant, window, "1.0.0", "helper").expect("helped"), None);
+}

@@ -361,18 +361,21 @@ fn round_robin_start(last_tenant: Option<[u8; 16]>) -> [u8; 16] {
 /// Runs a claimed job: compute under the job's tenant context and correlation id, then
 /// mark it done, all in the caller's transaction so the allocations and the job's
 /// status commit together.
-fn run(job: &Job) -> crate::compute::Computed {
+/// Sets the tenant context and correlation id for the rest of the transaction.
+fn set_context(tenant_id: pgrx::Uuid, correlation_id: &str) {
     let context = catalog::statement("set_job_context", &catalog::types(&[TEXTOID, TEXTOID]), |_| {
         "SELECT pg_catalog.set_config('attribution.tenant_id', $1, true),
                 pg_catalog.set_config('attribution.correlation_id', $2, true)"
             .into()
     });
     Spi::connect_mut(|client| {
-        client
-            .update(&*context, None, &[job.tenant_id.to_string().into(), job.correlation_id.as_str().into()])
-            .map(|_| ())
+        client.update(&*context, None, &[tenant_id.to_string().into(), correlation_id.into()]).map(|_| ())
     })
     .expect("setting the job's tenant context and correlation id");
+}
+
+fn run(job: &Job) -> crate::compute::Computed {
+    set_context(job.tenant_id, &job.correlation_id);
     inject_failure(job);
 
     let window = job.window.clone().unwrap_or_else(|e| crate::errors::AttributionError::from(e).report());
@@ -620,6 +623,70 @@ pub fn prune_finished() {
     if let Err(f) = result {
         warning!("pg_attribution worker could not prune finished jobs: {}", f.message);
     }
+}
+
+/// With nothing to claim, helps another worker's running job with one slice of its
+/// window's recorded changes (compute::help_with_slice): a hot day is then computed by
+/// several workers at once. Returns whether it computed anything. On one server only:
+/// under Citus each node's workers drain their own shards.
+pub fn help(state: &WorkerState) -> bool {
+    if state.refused() {
+        return false;
+    }
+    let outcome = in_transaction(|| {
+        if crate::citus::distributed() {
+            return false;
+        }
+        let schema = catalog::schema();
+        let running = Spi::connect(|client| {
+            client
+                .select(
+                    &format!(
+                        "SELECT tenant_id, window_start, window_end, model_version, last_correlation_id
+                           FROM {schema}.attribution_recompute_jobs
+                          WHERE status = 'running' AND computed_at IS NOT NULL
+                            AND worker_pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+                          ORDER BY started_at LIMIT 8"
+                    ),
+                    None,
+                    &[],
+                )
+                .expect("reading running jobs")
+                .map(|row| {
+                    let start: TimestampWithTimeZone = row.get(2).ok().flatten().expect("window_start");
+                    let end: TimestampWithTimeZone = row.get(3).ok().flatten().expect("window_end");
+                    (
+                        row.get::<pgrx::Uuid>(1).ok().flatten().expect("tenant_id"),
+                        Window::new(
+                            start.into(),
+                            end.into(),
+                            start.is_finite() && end.is_finite(),
+                            i64::MAX / MICROS_PER_SECOND,
+                        ),
+                        row.get::<String>(4).ok().flatten().expect("model_version"),
+                        row.get::<String>(5).ok().flatten().expect("last_correlation_id"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        for (tenant_id, window, model_version, correlation_id) in running {
+            let Ok(window) = window else { continue };
+            set_context(tenant_id, &correlation_id);
+            if let Ok(Some(events)) =
+                crate::compute::help_with_slice(tenant_id, window, &model_version, &correlation_id)
+            {
+                debug1!(
+                    "pg_attribution helped tenant {tenant_id} model {model_version} correlation_id {correlation_id}: {events} events of one slice"
+                );
+                return true;
+            }
+        }
+        false
+    });
+    outcome.unwrap_or_else(|f| {
+        debug1!("pg_attribution worker could not help with a running job: {}", f.message);
+        false
+    })
 }
 
 /// Time until the earliest pending job scheduled in the future (a retry) becomes due.

@@ -84,7 +84,8 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
         // Drain what is runnable now, then sleep until the next retry is due, a commit
         // wakes us, or the poll interval passes. Housekeeping also runs while the queue
         // never empties.
-        while jobs::run_next(&mut state) {
+        // With nothing to claim, help another worker's hot window (jobs::help).
+        while jobs::run_next(&mut state) || jobs::help(&state) {
             pgrx::check_for_interrupts!();
             maintain(&state, &mut last_maintenance);
         }
