@@ -5,4 +5,5 @@
 pub mod allocation;
 pub mod correlation;
 pub mod retry;
+pub mod touch;
 pub mod window;
