@@ -48,11 +48,14 @@ ALTER TABLE attribution_allocations ADD CONSTRAINT attribution_allocations_event
     FOREIGN KEY (tenant_id, event_id) REFERENCES attribution_events (tenant_id, id) ON DELETE CASCADE;
 
 -- The foreign key's per-row check on insert is switched off: only the extension writes
--- allocations (application roles may only read them), and every statement that does
--- locks the events it allocates FOR KEY SHARE in the same set-based read, which is what
--- the check would do one row and one query at a time (it cost more than half of a large
--- window's computation). The key stays declared, so deleting an event still cascades to
--- its allocations and an event's key cannot change while allocations reference it.
+-- allocations (application roles may only read them; the worker role is the extension's
+-- own and trusted), and every statement that does locks the events it allocates FOR KEY
+-- SHARE in the same set-based read, which is what the check would do one row and one
+-- query at a time (it cost more than half of a large window's computation). The key
+-- stays declared, so deleting an event still cascades to its allocations, an event's key
+-- cannot change while allocations reference it, and an UPDATE that changes an
+-- allocation's event is still checked. FOR KEY SHARE needs UPDATE on some column of the
+-- events: the worker role gets it on tenant_id, which its policy keeps unchangeable.
 DO $disable_fk_check$
 DECLARE t name;
 BEGIN
@@ -61,6 +64,7 @@ BEGIN
               WHERE c.conname = 'attribution_allocations_event_fkey'
                 AND c.conrelid = 'attribution_allocations'::pg_catalog.regclass
                 AND tg.tgrelid = 'attribution_allocations'::pg_catalog.regclass
+                AND tg.tgfoid = 'pg_catalog."RI_FKey_check_ins"'::pg_catalog.regproc
     LOOP
         EXECUTE pg_catalog.format('ALTER TABLE attribution_allocations DISABLE TRIGGER %I', t);
     END LOOP;
@@ -184,6 +188,7 @@ REVOKE INSERT, UPDATE ON attribution_recompute_jobs FROM attribution_app;
 REVOKE UPDATE (redriven_at) ON worker_failed_jobs FROM attribution_app;
 GRANT EXECUTE ON FUNCTION attribution_worker_count() TO attribution_app;
 GRANT INSERT, UPDATE, DELETE ON attribution_allocations TO attribution_worker;
+GRANT UPDATE (tenant_id) ON attribution_events TO attribution_worker;
 
 ALTER FUNCTION schedule_recompute_window(uuid, timestamptz, timestamptz, text, text)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;

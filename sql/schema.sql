@@ -130,11 +130,14 @@ CREATE TABLE attribution_allocations (
 );
 
 -- The foreign key's per-row check on insert is switched off: only the extension writes
--- allocations (application roles may only read them), and every statement that does
--- locks the events it allocates FOR KEY SHARE in the same set-based read, which is what
--- the check would do one row and one query at a time (it cost more than half of a large
--- window's computation). The key stays declared, so deleting an event still cascades to
--- its allocations and an event's key cannot change while allocations reference it.
+-- allocations (application roles may only read them; the worker role is the extension's
+-- own and trusted), and every statement that does locks the events it allocates FOR KEY
+-- SHARE in the same set-based read, which is what the check would do one row and one
+-- query at a time (it cost more than half of a large window's computation). The key
+-- stays declared, so deleting an event still cascades to its allocations, an event's key
+-- cannot change while allocations reference it, and an UPDATE that changes an
+-- allocation's event is still checked. FOR KEY SHARE needs UPDATE on some column of the
+-- events: the worker role gets it on tenant_id, which its policy keeps unchangeable.
 DO $disable_fk_check$
 DECLARE t name;
 BEGIN
@@ -143,6 +146,7 @@ BEGIN
               WHERE c.conname = 'attribution_allocations_event_fkey'
                 AND c.conrelid = 'attribution_allocations'::pg_catalog.regclass
                 AND tg.tgrelid = 'attribution_allocations'::pg_catalog.regclass
+                AND tg.tgfoid = 'pg_catalog."RI_FKey_check_ins"'::pg_catalog.regproc
     LOOP
         EXECUTE pg_catalog.format('ALTER TABLE attribution_allocations DISABLE TRIGGER %I', t);
     END LOOP;
@@ -360,6 +364,7 @@ GRANT EXECUTE ON FUNCTION attribution_current_tenant(), attribution_worker_count
 -- tenant's allocations, and owns the queue.
 GRANT attribution_app TO attribution_worker;
 GRANT INSERT, UPDATE, DELETE ON attribution_allocations TO attribution_worker;
+GRANT UPDATE (tenant_id) ON attribution_events TO attribution_worker;
 GRANT SELECT, UPDATE, DELETE ON attribution_recompute_jobs TO attribution_worker;
 GRANT SELECT, INSERT ON worker_failed_jobs TO attribution_worker;
 GRANT SELECT, DELETE ON attribution_event_changes TO attribution_worker;

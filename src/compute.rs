@@ -74,9 +74,12 @@ pub fn compute_window(
     let current = catalog::sql_is_current();
     let incremental = incremental && current;
     let locks = WindowLocks { tenant_id, model_version, window, wait };
-    // A full pass excludes every other writer of its days; incremental runs share the
-    // days and exclude each other slice by slice (see Slices).
-    locks.take_days(if incremental { pg_sys::ShareLock } else { pg_sys::ExclusiveLock });
+    // A full pass excludes every other writer of its days; so does an incremental run,
+    // except that of a hot window, which shares its days and excludes the others slice
+    // by slice (see Slices).
+    if !incremental {
+        locks.take_days(pg_sys::ExclusiveLock);
+    }
 
     let variant = match (incremental, current, pass) {
         (_, false, _) => Variant::BeforeUpdate,
@@ -95,23 +98,28 @@ pub fn compute_window(
         .unwrap_or_else(|| run_statement(Variant::Full, &args, Slices::All)),
         Variant::Incremental => {
             let recorded = recorded_changes(&args, Slices::All);
-            if recorded.count <= SPLIT_ABOVE {
-                // (Only runs hold slice locks, and only briefly, so waiting for them is
-                // safe even for a worker.)
-                for slice in 0..SLICES {
-                    locks.take_slice(slice, Take::Wait);
+            if recorded.count <= SPLIT_ABOVE || !sliceable(window) {
+                // The days exclusively, as a full pass. If a helper of this window's last
+                // hot run still computes a slice, share the days and wait for the
+                // slices instead: only runs hold them, and briefly.
+                if !locks.try_days(pg_sys::ExclusiveLock) {
+                    locks.take_days(pg_sys::ShareLock);
+                    for slice in 0..SLICES {
+                        locks.wait_for_slice(slice);
+                    }
                 }
                 run_incremental(&args, Slices::All, recorded.only_inserts)
             } else {
                 // A hot window: slice by slice, and an idle worker helps with the slices
                 // this run has not reached yet (crate::worker::jobs::help). Slices it
-                // finds busy it computes last, after waiting for their helper, which
-                // leaves them empty or with what was recorded since.
+                // finds busy it computes last, once their helper is done (which leaves
+                // them empty or with what was recorded since).
+                locks.take_days(pg_sys::ShareLock);
                 crate::wake::wake_idle_now(1);
                 let mut done = (0, 0);
                 let mut busy = Vec::new();
                 for slice in 0..SLICES {
-                    if locks.take_slice(slice, Take::OrSkip) {
+                    if locks.take_slice(slice) {
                         let r = run_incremental(&args, Slices::One(slice), recorded.only_inserts);
                         done = (done.0 + r.0, done.1 + r.1);
                     } else {
@@ -119,7 +127,7 @@ pub fn compute_window(
                     }
                 }
                 for slice in busy {
-                    locks.take_slice(slice, Take::Wait);
+                    locks.wait_for_slice(slice);
                     let r = run_incremental(&args, Slices::One(slice), recorded.only_inserts);
                     done = (done.0 + r.0, done.1 + r.1);
                 }
@@ -139,6 +147,13 @@ pub const SLICES: u32 = 4;
 /// An incremental run with more recorded changes than this goes slice by slice, and
 /// asks an idle worker to help.
 const SPLIT_ABOVE: i64 = 4000;
+
+/// Only windows of at most this many UTC days are sliced (each slice is a lock per day).
+const MAX_SLICED_DAYS: i64 = 2;
+
+fn sliceable(window: Window) -> bool {
+    window.lock_granules().is_some_and(|days| days.end() - days.start() < MAX_SLICED_DAYS)
+}
 
 /// Which events' changes a statement consumes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -170,25 +185,32 @@ pub fn help_with_slice(
     model_version: &str,
     correlation_id: &str,
 ) -> Result<Option<i64>, AttributionError> {
-    let model = load_model(model_version)?;
-    let locks = WindowLocks { tenant_id, model_version, window, wait: LockWait::NoWait };
-    if !locks.try_days(pg_sys::ShareLock) {
+    if !sliceable(window) {
         return Ok(None);
     }
+    let model = load_model(model_version)?;
     let args = Args { tenant_id, window, model_version, model: &model, correlation_id };
-    // From the last slice down, while the run it helps goes up.
-    for slice in (0..SLICES).rev() {
-        if !locks.take_slice(slice, Take::OrSkip) {
-            continue;
-        }
-        let recorded = recorded_changes(&args, Slices::One(slice));
-        if recorded.count == 0 {
-            continue;
-        }
-        let (events, _) = run_incremental(&args, Slices::One(slice), recorded.only_inserts);
-        return Ok(Some(events));
+    if recorded_changes(&args, Slices::All).count <= SPLIT_ABOVE {
+        return Ok(None);
     }
-    Ok(None)
+    let locks = WindowLocks { tenant_id, model_version, window, wait: LockWait::NoWait };
+    // In a subtransaction that is rolled back when there was nothing to take, so that a
+    // worker that looks at several jobs keeps no lock of those it did not help with.
+    Ok(in_subtransaction_if(|| {
+        if !locks.try_days(pg_sys::ShareLock) {
+            return None;
+        }
+        // From the last slice down, while the run it helps goes up.
+        for slice in (0..SLICES).rev() {
+            let recorded = recorded_changes(&args, Slices::One(slice));
+            if recorded.count == 0 || !locks.take_slice(slice) {
+                continue;
+            }
+            let (events, _) = run_incremental(&args, Slices::One(slice), recorded.only_inserts);
+            return Some(events);
+        }
+        None
+    }))
 }
 
 /// The statements that compute a window.
@@ -343,8 +365,13 @@ fn statement_sql(variant: Variant, slices: Slices, schema: &str) -> String {
     // Upsert only what differs (no dead tuples, no updated_at churn on a re-run), and
     // drop allocations for channels the model no longer has. Allocations of deleted
     // events go with them through the foreign key.
-    let full_source = format!("{schema}.attribution_events e");
-    let full_filter = "e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3";
+    // Locked in a subquery, below the split into channels: once per event.
+    let full_source = format!(
+        "(SELECT * FROM {schema}.attribution_events e
+           WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3
+             FOR KEY SHARE) AS e"
+    );
+    let full_filter = "true";
     let full_count = format!(
         "SELECT count(*) FROM {schema}.attribution_events e
           WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3"
@@ -395,10 +422,6 @@ fn statement_sql(variant: Variant, slices: Slices, schema: &str) -> String {
             ),
         ),
     };
-    let lock = match variant {
-        Variant::Incremental | Variant::IncrementalNew => "",
-        _ => "FOR KEY SHARE OF e",
-    };
     let consume = match variant {
         Variant::BeforeUpdate => "SELECT NULL::uuid AS event_id WHERE false".to_owned(),
         _ => format!(
@@ -416,8 +439,7 @@ fn statement_sql(variant: Variant, slices: Slices, schema: &str) -> String {
           CROSS JOIN LATERAL unnest(m.channels, m.ratios,
                                     {schema}.attribution_split_cents(e.revenue_cents, m.weights))
                      AS s(channel, ratio, cents)
-          WHERE {events_filter}
-          {lock}"
+          WHERE {events_filter}"
     );
     // The computed rows stream from the events into the insert (a subquery, not a CTE,
     // which would materialise them).
@@ -495,6 +517,41 @@ fn in_subtransaction<R>(code: PgSqlErrorCode, body: impl FnOnce() -> R) -> Optio
     .execute()
 }
 
+/// Runs `body` in a subtransaction that is kept when it returns Some and rolled back
+/// (with the locks it took) when it returns None. Errors roll it back and propagate.
+fn in_subtransaction_if<R>(body: impl FnOnce() -> Option<R>) -> Option<R> {
+    // SAFETY: as in in_subtransaction.
+    let (context, owner) = unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        (context, owner)
+    };
+    let restore = move || unsafe {
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        let result = body();
+        unsafe {
+            if result.is_some() {
+                pg_sys::ReleaseCurrentSubTransaction();
+            } else {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            }
+        }
+        restore();
+        result
+    }))
+    .catch_others(|e| {
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        restore();
+        e.rethrow()
+    })
+    .execute()
+}
+
 /// Serialises writers whose windows overlap, for one tenant and model, so that the
 /// workers and direct calls never deadlock or interleave on the same allocation rows,
 /// while different days of a tenant still compute in parallel. Each writer holds the
@@ -513,14 +570,6 @@ struct WindowLocks<'a> {
     model_version: &'a str,
     window: Window,
     wait: LockWait,
-}
-
-/// How to take a slice lock.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Take {
-    Wait,
-    /// Give up (false) when another transaction holds it.
-    OrSkip,
 }
 
 impl WindowLocks<'_> {
@@ -583,8 +632,9 @@ impl WindowLocks<'_> {
     }
 
     /// One slice of every day of the window, exclusively (after take_days in share
-    /// mode). A window that holds the tenant/model lock exclusively needs none.
-    fn take_slice(&self, slice: u32, how: Take) -> bool {
+    /// mode), if no other transaction holds it; false otherwise (the slice locks of the
+    /// days taken so far stay until the transaction ends).
+    fn take_slice(&self, slice: u32) -> bool {
         let Some(days) = self.window.lock_granules() else { return true };
         let key = self.key();
         days.into_iter().all(|day| {
@@ -592,10 +642,38 @@ impl WindowLocks<'_> {
                 &format!("{key}/{day}/slice{slice}"),
                 DAY_LOCK,
                 pg_sys::ExclusiveLock,
-                LockWait::Wait,
-                how == Take::OrSkip,
+                LockWait::NoWait,
+                true,
             )
         })
+    }
+
+    /// One slice, once whoever holds it is done. Only runs and helpers hold slices, and
+    /// for one statement, but it asks again rather than queueing for the lock, so that
+    /// two runs that each hold a slice the other wants (overlapping windows) cannot
+    /// deadlock: after lock_timeout it fails with lock_not_available (and a worker puts
+    /// the job back).
+    fn wait_for_slice(&self, slice: u32) {
+        let started = std::time::Instant::now();
+        let limit = match crate::gucs::lock_timeout_ms() {
+            0 => std::time::Duration::from_secs(60),
+            ms => std::time::Duration::from_millis(u64::from(ms.unsigned_abs())),
+        };
+        while !self.take_slice(slice) {
+            if started.elapsed() >= limit {
+                ereport!(
+                    PgLogLevel::ERROR,
+                    PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                    format!(
+                        "a slice of the window of tenant {} and model {} is being computed by another transaction",
+                        self.tenant_id, self.model_version
+                    )
+                );
+            }
+            pgrx::check_for_interrupts!();
+            // SAFETY: a plain sleep; interrupts are checked around it.
+            unsafe { pg_sys::pg_usleep(1000) };
+        }
     }
 }
 

@@ -756,14 +756,22 @@ fn a_first_pass_inserts_and_falls_back_to_an_upsert_when_allocations_exist() {
     assert_cents_conserved();
     assert_eq!(one::<i64>("SELECT count(*) FROM attribution_allocations"), 9);
     assert_eq!(one::<i64>("SELECT count(*) FROM attribution_event_changes"), 0);
-    // The foreign key's insert check is off; its cascade is not.
+    // The foreign key's insert check is off; its update check and cascade are not.
     assert_eq!(
-        one::<i64>(
-            "SELECT count(*) FROM pg_trigger t JOIN pg_constraint c ON c.oid = t.tgconstraint
+        one::<String>(
+            "SELECT string_agg(t.tgfoid::regproc::text || '=' || t.tgenabled::text, ',' ORDER BY t.tgfoid::regproc::text)
+               FROM pg_trigger t JOIN pg_constraint c ON c.oid = t.tgconstraint
               WHERE c.conname = 'attribution_allocations_event_fkey'
-                AND t.tgrelid = 'attribution_allocations'::regclass AND t.tgenabled <> 'D'"
+                AND t.tgrelid = 'attribution_allocations'::regclass"
         ),
-        0
+        "\"RI_FKey_check_ins\"=D,\"RI_FKey_check_upd\"=O"
+    );
+    assert_eq!(
+        sqlstate_of(&format!(
+            "UPDATE attribution_allocations SET event_id = '10000000-0000-4000-8000-0000000000ff' WHERE event_id = '{E2}'"
+        ))
+        .as_deref(),
+        Some("23503")
     );
     run(&format!("DELETE FROM attribution_events WHERE id = '{E1}'"));
     assert_eq!(one::<i64>("SELECT count(*) FROM attribution_allocations"), 6);
