@@ -523,3 +523,8 @@ BEGIN
 END
 $$;
 REVOKE EXECUTE ON FUNCTION attribution_distribute(integer) FROM PUBLIC;
+
+-- Running jobs: what a worker with nothing to claim looks at to help a hot window, and
+-- what crash recovery looks for.
+CREATE INDEX attribution_recompute_jobs_running_idx
+    ON attribution_recompute_jobs (started_at) WHERE status = 'running';

@@ -201,6 +201,10 @@ CREATE TABLE attribution_recompute_jobs (
 -- first (and when the next retry is due).
 CREATE INDEX attribution_recompute_jobs_tenant_runnable_idx
     ON attribution_recompute_jobs (tenant_id, run_after) WHERE status = 'pending';
+-- Running jobs: what a worker with nothing to claim looks at to help a hot window, and
+-- what crash recovery looks for.
+CREATE INDEX attribution_recompute_jobs_running_idx
+    ON attribution_recompute_jobs (started_at) WHERE status = 'running';
 
 -- Events changed since their window was last computed, per model: what an incremental
 -- run computes. The insert/update trigger writes a row per event and active model for

@@ -115,7 +115,10 @@ pub fn compute_window(
                 // finds busy it computes last, once their helper is done (which leaves
                 // them empty or with what was recorded since).
                 locks.take_days(pg_sys::ShareLock);
-                crate::wake::wake_idle_now(1);
+                // (On Citus each node's workers drain their own shards and do not help.)
+                if !crate::citus::distributed() {
+                    crate::wake::wake_idle_now(1);
+                }
                 let mut done = (0, 0);
                 let mut busy = Vec::new();
                 for slice in 0..SLICES {
