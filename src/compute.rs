@@ -6,6 +6,7 @@ use crate::catalog;
 use crate::convert::to_timestamptz;
 use crate::engine::window::Window;
 use crate::errors::AttributionError;
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::BuiltinOid::*;
 use pgrx::prelude::*;
 use std::panic::AssertUnwindSafe;
@@ -488,6 +489,19 @@ fn statement_sql(variant: Variant, slices: Slices, schema: &str) -> String {
 /// kept); None if it failed with `code` (the subtransaction is rolled back, so nothing
 /// it wrote remains). Any other error rolls the subtransaction back and propagates.
 fn in_subtransaction<R>(code: PgSqlErrorCode, body: impl FnOnce() -> R) -> Option<R> {
+    subtransaction(Some(code), || Some(body()))
+}
+
+/// Runs `body` in a subtransaction that is kept when it returns Some and rolled back
+/// (with the locks it took) when it returns None. Errors roll it back and propagate.
+fn in_subtransaction_if<R>(body: impl FnOnce() -> Option<R>) -> Option<R> {
+    subtransaction(None, body)
+}
+
+/// The subtransaction both of the above run: kept when `body` returns Some; rolled back
+/// when it returns None or fails with `caught` (then None); rolled back on any other
+/// error, which propagates.
+fn subtransaction<R>(caught: Option<PgSqlErrorCode>, body: impl FnOnce() -> Option<R>) -> Option<R> {
     // SAFETY: what PL/pgSQL does around a block with an EXCEPTION clause: the memory
     // context and resource owner are restored whichever way the subtransaction ends.
     let (context, owner) = unsafe {
@@ -497,60 +511,33 @@ fn in_subtransaction<R>(code: PgSqlErrorCode, body: impl FnOnce() -> R) -> Optio
         pg_sys::MemoryContextSwitchTo(context);
         (context, owner)
     };
-    let restore = move || unsafe {
-        pg_sys::MemoryContextSwitchTo(context);
-        pg_sys::CurrentResourceOwner = owner;
-    };
-    PgTryBuilder::new(AssertUnwindSafe(|| {
-        let result = body();
-        unsafe { pg_sys::ReleaseCurrentSubTransaction() };
-        restore();
-        Some(result)
-    }))
-    .catch_when(code, |_| {
-        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
-        restore();
-        None
-    })
-    .catch_others(|e| {
-        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
-        restore();
-        e.rethrow()
-    })
-    .execute()
-}
-
-/// Runs `body` in a subtransaction that is kept when it returns Some and rolled back
-/// (with the locks it took) when it returns None. Errors roll it back and propagate.
-fn in_subtransaction_if<R>(body: impl FnOnce() -> Option<R>) -> Option<R> {
-    // SAFETY: as in in_subtransaction.
-    let (context, owner) = unsafe {
-        let context = pg_sys::CurrentMemoryContext;
-        let owner = pg_sys::CurrentResourceOwner;
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pg_sys::MemoryContextSwitchTo(context);
-        (context, owner)
-    };
-    let restore = move || unsafe {
-        pg_sys::MemoryContextSwitchTo(context);
-        pg_sys::CurrentResourceOwner = owner;
-    };
-    PgTryBuilder::new(AssertUnwindSafe(|| {
-        let result = body();
-        unsafe {
-            if result.is_some() {
-                pg_sys::ReleaseCurrentSubTransaction();
-            } else {
-                pg_sys::RollbackAndReleaseCurrentSubTransaction();
-            }
+    let end = move |keep: bool| unsafe {
+        if keep {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
         }
-        restore();
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    PgTryBuilder::new(AssertUnwindSafe(|| {
+        let result = body();
+        end(result.is_some());
         result
     }))
-    .catch_others(|e| {
-        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
-        restore();
-        e.rethrow()
+    .catch_others(move |e| {
+        end(false);
+        let is_caught = match &e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+                caught.is_some_and(|code| r.sql_error_code() == code)
+            }
+            CaughtError::RustPanic { .. } => false,
+        };
+        if is_caught {
+            None
+        } else {
+            e.rethrow()
+        }
     })
     .execute()
 }

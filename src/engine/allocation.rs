@@ -41,25 +41,47 @@ pub fn validate_weights(weights: &[i32]) -> Result<(), SplitError> {
 /// `i64::MIN`, because the arithmetic is done in `i128`.
 pub fn split_cents_into(revenue: i64, weights: &[i32], out: &mut Vec<i64>) {
     debug_assert!(validate_weights(weights).is_ok());
+    let mut remainders = [0u128; MAX_CHANNELS];
+    split(revenue, weights.len(), |i| weights[i] as u128, &mut remainders[..weights.len()], out);
+}
+
+/// The same split over any number of wide weights (the multi-touch models' integer
+/// credit, see engine::touch), whose sum must be positive.
+pub fn split_cents_wide(revenue: i64, weights: &[u128]) -> Vec<i64> {
+    assert!(weights.iter().sum::<u128>() > 0, "split_cents_wide needs a positive total weight");
+    let mut remainders = vec![0u128; weights.len()];
+    let mut out = Vec::with_capacity(weights.len());
+    split(revenue, weights.len(), |i| weights[i], &mut remainders, &mut out);
+    out
+}
+
+/// Largest remainder over `n` weights (`weight(i)`, each below 2^64 times n so that
+/// |revenue| × weight fits in u128), with `remainders` as scratch space of length n.
+fn split(
+    revenue: i64,
+    n: usize,
+    weight: impl Fn(usize) -> u128,
+    remainders: &mut [u128],
+    out: &mut Vec<i64>,
+) {
     out.clear();
     let magnitude = i128::from(revenue).unsigned_abs();
-    let total: u128 = weights.iter().map(|w| *w as u128).sum();
+    let total: u128 = (0..n).map(&weight).sum();
 
-    let mut remainders = [0u128; MAX_CHANNELS];
     let mut allocated: u128 = 0;
-    for (i, w) in weights.iter().enumerate() {
-        let product = magnitude * (*w as u128);
+    for (i, remainder) in remainders.iter_mut().enumerate() {
+        let product = magnitude * weight(i);
         let share = product / total;
-        remainders[i] = product % total;
+        *remainder = product % total;
         allocated += share;
         out.push(share as i64); // share <= |i64::MIN|; fixed up below for that one case
     }
 
-    // Fewer than weights.len() cents remain, so each channel gets at most one more.
+    // Fewer than n cents remain, so each weight gets at most one more.
     let mut leftover = (magnitude - allocated) as usize;
     if leftover > 0 {
-        let mut order: Vec<usize> = (0..weights.len()).collect();
-        // Largest remainder first; equal remainders keep channel order (stable sort).
+        let mut order: Vec<usize> = (0..n).collect();
+        // Largest remainder first; equal remainders keep their order (stable sort).
         order.sort_by(|a, b| remainders[*b].cmp(&remainders[*a]));
         for i in order {
             if leftover == 0 {
@@ -71,7 +93,7 @@ pub fn split_cents_into(revenue: i64, weights: &[i32], out: &mut Vec<i64>) {
     }
 
     if revenue < 0 {
-        // A share of exactly 2^63 only happens for i64::MIN with one channel; the cast
+        // A share of exactly 2^63 only happens for i64::MIN with one weight; the cast
         // above stored it as i64::MIN, and wrapping negation keeps it there: the answer.
         for share in out.iter_mut() {
             *share = share.wrapping_neg();

@@ -10,6 +10,7 @@
 //!
 //! Not wired into SQL yet: the models of the attribution-models issue build on it.
 
+use super::allocation::split_cents_wide;
 use std::collections::BTreeMap;
 use thiserror::Error;
 
@@ -211,53 +212,7 @@ pub fn allocate(
         }
     }
     let weights: Vec<u128> = per_channel.values().copied().collect();
-    per_channel.keys().map(|c| (*c).to_owned()).zip(split_exact(revenue, &weights)).collect()
-}
-
-/// Splits `revenue` cents over positive integer `weights` by largest remainder: every
-/// share is floor(|revenue| × weight / total), the cents left over (fewer than the number
-/// of weights) go one each to the largest remainders, ties to the earlier weight. The
-/// shares sum to `revenue` exactly for every i64; negative revenue mirrors the split.
-pub fn split_exact(revenue: i64, weights: &[u128]) -> Vec<i64> {
-    let magnitude = i128::from(revenue).unsigned_abs();
-    let total: u128 = weights.iter().sum();
-    assert!(total > 0, "split_exact needs a positive total weight");
-    // magnitude < 2^64 and a weight < 2^64·len keeps magnitude·weight within u128 for
-    // the weights this module builds (each below 2^41 times a path length).
-    let mut shares = Vec::with_capacity(weights.len());
-    let mut remainders = Vec::with_capacity(weights.len());
-    let mut allocated: u128 = 0;
-    for w in weights {
-        let product = magnitude * w;
-        shares.push(product / total);
-        remainders.push(product % total);
-        allocated += product / total;
-    }
-    let mut leftover = magnitude - allocated;
-    if leftover > 0 {
-        let mut order: Vec<usize> = (0..weights.len()).collect();
-        order.sort_by(|a, b| remainders[*b].cmp(&remainders[*a]));
-        for i in order {
-            if leftover == 0 {
-                break;
-            }
-            shares[i] += 1;
-            leftover -= 1;
-        }
-    }
-    shares
-        .into_iter()
-        .map(|s| {
-            // s <= 2^63, reached only by i64::MIN with one weight: the wrapping
-            // conversion and negation below land on i64::MIN, the right answer.
-            let s = s as i64;
-            if revenue < 0 {
-                s.wrapping_neg()
-            } else {
-                s
-            }
-        })
-        .collect()
+    per_channel.keys().map(|c| (*c).to_owned()).zip(split_cents_wide(revenue, &weights)).collect()
 }
 
 #[cfg(test)]
@@ -374,7 +329,7 @@ mod tests {
                 assert_eq!(split.iter().map(|(_, c)| i128::from(*c)).sum::<i128>(), i128::from(revenue));
             }
         }
-        assert_eq!(split_exact(i64::MIN, &[1]), vec![i64::MIN]);
+        assert_eq!(split_cents_wide(i64::MIN, &[1]), vec![i64::MIN]);
     }
 
     #[test]
