@@ -38,3 +38,15 @@ echo "  ok: the refusal is logged"
 admin -c "ALTER ROLE attribution_worker NOBYPASSRLS" >/dev/null
 wait_for 15 "SELECT status = 'succeeded' FROM attribution_recompute_jobs WHERE window_start = '2026-02-05Z'"
 echo "  ok: once the role is fixed, the worker resumes"
+
+# The hardening README suggests: application roles that only insert events. The workers
+# lock the events they read FOR KEY SHARE, which needs UPDATE on the table; they hold it
+# themselves (on tenant_id), not through attribution_app, so jobs keep running.
+sql -c "REVOKE UPDATE, DELETE ON attribution_events FROM attribution_app" >/dev/null
+sql -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents) VALUES (gen_random_uuid(), 'aaaaaaaa-0000-4000-8000-000000000001', '2026-02-06 10:00Z', 300)" >/dev/null
+wait_for 15 "SELECT status IN ('succeeded', 'failed') FROM attribution_recompute_jobs WHERE window_start = '2026-02-06Z' AND model_version = '1.0.0'"
+assert_eq "$(sql -c "SELECT status || ' ' || attempts FROM attribution_recompute_jobs WHERE window_start = '2026-02-06Z' AND model_version = '1.0.0'")" "succeeded 0" \
+    "with UPDATE and DELETE on events revoked from attribution_app, jobs still succeed"
+assert_eq "$(sql -c "SELECT coalesce(sum(allocated_revenue_cents), 0) FROM attribution_allocations a JOIN attribution_events e ON e.tenant_id = a.tenant_id AND e.id = a.event_id WHERE e.occurred_at >= '2026-02-06Z' AND a.model_version = '1.0.0'")" 300 \
+    "... and allocate every cent"
+sql -c "GRANT UPDATE, DELETE ON attribution_events TO attribution_app" >/dev/null
