@@ -120,12 +120,14 @@ echo "  hand-written, fresh: $handfresh_ms ms ($(awk -v n="$EVENTS" -v t="$handf
 
 log "sustained ingest: 200 INSERTs of 1,000 rows into the day, back to back from 2 clients"
 start=$(q -c "SELECT clock_timestamp()")
+# Each client is one session sending its 100 statements back to back (each its own
+# transaction), as an application holding a pooled connection does.
 for c in 1 2; do
     ( for i in $(seq 1 100); do
-          q -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+          echo "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
                 SELECT gen_random_uuid(), '$TENANT_A', timestamptz '$DAY 06:00Z' + g * interval '1 second', g
-                  FROM generate_series(1, 1000) g" >/dev/null
-      done ) &
+                  FROM generate_series(1, 1000) g;"
+      done | q >/dev/null ) &
 done
 wait
 last_commit=$(q -c "SELECT clock_timestamp()")

@@ -242,6 +242,13 @@ CREATE TABLE attribution_event_changes (
 );
 CREATE INDEX attribution_event_changes_window_idx
     ON attribution_event_changes (tenant_id, model_version, occurred_at);
+-- A queue: every row is deleted soon after it is written. Vacuum it after a fixed
+-- number of dead rows, not a fraction of the table, so that a bulk load's dead rows do
+-- not linger in the window index, which every run of the window scans.
+ALTER TABLE attribution_event_changes SET (
+    autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
+    autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 50000,
+    autovacuum_vacuum_cost_delay = 0);
 ALTER TABLE attribution_event_changes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE attribution_event_changes FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON attribution_event_changes

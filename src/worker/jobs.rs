@@ -182,10 +182,21 @@ pub fn run_next(state: &mut WorkerState) -> bool {
     );
     let started = Instant::now();
     // The following job is claimed in the same transaction, so its claim commits with
-    // this job's result: one transaction and one WAL flush per job instead of two. The
-    // claim is still durable before that job runs, which is what crash accounting needs.
+    // this job's result: one transaction and one WAL flush per job instead of two.
+    //
+    // The run commits without waiting for its WAL flush (synchronous_commit off, set by
+    // set_context): its allocations are visible at commit, one flush sooner. They are
+    // derived data: a crash that loses the commit leaves the job claimed (the claim
+    // committed durably before the run) with its change log unconsumed, and crash
+    // recovery runs it again. A claim of the next job that rode in this transaction
+    // must be durable before that job runs (a job that crashes the server must have
+    // spent its attempt), so then the WAL is flushed here, after the results are
+    // already visible.
     match in_transaction(AssertUnwindSafe(|| (run(&job), claim_if_allowed(state)))) {
         Ok((computed, next)) => {
+            if next.is_some() {
+                flush_wal();
+            }
             debug1!(
                 "pg_attribution job {} tenant {} correlation_id {}: {} pass, {} events, {} allocation rows written in {:.1} ms",
                 job.id,
@@ -362,10 +373,12 @@ fn round_robin_start(last_tenant: Option<[u8; 16]>) -> [u8; 16] {
 /// mark it done, all in the caller's transaction so the allocations and the job's
 /// status commit together.
 /// Sets the tenant context and correlation id for the rest of the transaction.
+/// Also makes the transaction commit without waiting for its WAL flush (see run_next).
 fn set_context(tenant_id: pgrx::Uuid, correlation_id: &str) {
     let context = catalog::statement("set_job_context", &catalog::types(&[TEXTOID, TEXTOID]), |_| {
         "SELECT pg_catalog.set_config('attribution.tenant_id', $1, true),
-                pg_catalog.set_config('attribution.correlation_id', $2, true)"
+                pg_catalog.set_config('attribution.correlation_id', $2, true),
+                pg_catalog.set_config('synchronous_commit', 'off', true)"
             .into()
     });
     Spi::connect_mut(|client| {
@@ -755,6 +768,12 @@ fn in_transaction<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
         }
     }
     outcome
+}
+
+/// Waits until all WAL written so far is flushed, as a synchronous commit would have.
+fn flush_wal() {
+    // SAFETY: outside any transaction; XLogFlush only writes and syncs WAL.
+    unsafe { pg_sys::XLogFlush(pg_sys::GetXLogInsertRecPtr()) };
 }
 
 fn failure_from(e: CaughtError) -> Failure {
