@@ -61,3 +61,44 @@ GRANT EXECUTE ON FUNCTION
     attribution_split_cents(bigint, integer[]),
     redrive_failed_job(bigint)
 TO attribution_app;
+
+-- Multi-touch models (README, "Multi-touch models"). Every model row is checked, with a
+-- message that names what is wrong.
+CREATE FUNCTION attribution_models_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.attribution_check_model(NEW.kind, NEW.channels, NEW.params);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER attribution_models_check
+    BEFORE INSERT OR UPDATE ON attribution_models
+    FOR EACH ROW EXECUTE FUNCTION attribution_models_check();
+-- A tenant turning a model on gets its windows computed for it.
+CREATE TRIGGER attribution_tenant_models_schedule
+    AFTER INSERT ON attribution_tenant_models
+    REFERENCING NEW TABLE AS attribution_new_tenant_models
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_tenant_models_schedule();
+-- Late touchpoints re-attribute the conversions they change.
+CREATE TRIGGER attribution_touchpoints_schedule_insert
+    AFTER INSERT ON attribution_touchpoints
+    REFERENCING NEW TABLE AS attribution_new_touchpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_touchpoints_schedule();
+CREATE TRIGGER attribution_touchpoints_schedule_update
+    AFTER UPDATE ON attribution_touchpoints
+    REFERENCING OLD TABLE AS attribution_old_touchpoints NEW TABLE AS attribution_new_touchpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_touchpoints_schedule();
+CREATE TRIGGER attribution_touchpoints_schedule_delete
+    AFTER DELETE ON attribution_touchpoints
+    REFERENCING OLD TABLE AS attribution_old_touchpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_touchpoints_schedule();
+ALTER FUNCTION attribution_tenant_models_schedule()
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION attribution_touchpoints_schedule()
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION attribution_tenant_models_schedule(), attribution_touchpoints_schedule()
+    FROM PUBLIC;
+-- Pure Rust, like attribution_split_cents: no SQL, no pinned search_path needed.
+GRANT EXECUTE ON FUNCTION
+    attribution_check_model(text, text[], jsonb),
+    attribution_touch_split(bigint, timestamptz, timestamptz[], text[], text, text)
+TO attribution_app;

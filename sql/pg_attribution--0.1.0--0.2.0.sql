@@ -30,13 +30,22 @@ ALTER FUNCTION attribution_models_track_channels() SET search_path = pg_catalog,
 -- bound in (and run as whoever writes a model). Rebind them to pg_catalog's.
 ALTER TABLE attribution_tenants DROP CONSTRAINT attribution_tenants_name_check,
     ADD CONSTRAINT attribution_tenants_name_check CHECK (pg_catalog.length(name) BETWEEN 1 AND 200);
+-- (Also: the multi-touch kinds, which have parameters instead of channels and weights.)
 ALTER TABLE attribution_models DROP CONSTRAINT attribution_models_channels_shape,
+    DROP CONSTRAINT attribution_models_kind_check,
+    ALTER COLUMN channels DROP NOT NULL,
+    ALTER COLUMN weights DROP NOT NULL,
+    ADD COLUMN params jsonb NOT NULL DEFAULT '{}'::jsonb,
+    ADD CONSTRAINT attribution_models_kind_check CHECK (kind IN ('weighted', 'first_touch',
+        'last_touch', 'last_non_direct', 'linear', 'position_based', 'time_decay')),
     ADD CONSTRAINT attribution_models_channels_shape CHECK (
-        pg_catalog.cardinality(channels) BETWEEN 1 AND 64
-        AND pg_catalog.cardinality(weights) = pg_catalog.cardinality(channels)
-        AND pg_catalog.array_position(channels, NULL) IS NULL
-        AND pg_catalog.array_position(weights, NULL) IS NULL
-        AND 0 < ALL (weights)
+        CASE WHEN kind OPERATOR(pg_catalog.=) 'weighted' THEN
+            pg_catalog.cardinality(channels) BETWEEN 1 AND 64
+            AND pg_catalog.cardinality(weights) = pg_catalog.cardinality(channels)
+            AND pg_catalog.array_position(channels, NULL) IS NULL
+            AND pg_catalog.array_position(weights, NULL) IS NULL
+            AND 0 < ALL (weights)
+        ELSE channels IS NULL AND weights IS NULL END
     );
 
 -- Events keyed by (tenant_id, id).
@@ -223,7 +232,8 @@ BEGIN
     IF NEW.channels IS DISTINCT FROM OLD.channels THEN
         NEW.channels_changed_at := now();
     END IF;
-    IF (NEW.channels, NEW.weights) IS DISTINCT FROM (OLD.channels, OLD.weights) THEN
+    IF (NEW.kind, NEW.channels, NEW.weights, NEW.params)
+       IS DISTINCT FROM (OLD.kind, OLD.channels, OLD.weights, OLD.params) THEN
         NEW.changed_at := now();
     END IF;
     RETURN NEW;
@@ -331,11 +341,19 @@ DECLARE
         ['attribution_recompute_jobs', 'attribution_recompute_jobs_model_version_fkey',
          'FOREIGN KEY (model_version) REFERENCES %1$s.attribution_models (model_version)'],
         ['worker_failed_jobs', 'worker_failed_jobs_tenant_id_fkey',
-         'FOREIGN KEY (tenant_id) REFERENCES %1$s.attribution_tenants (id)']];
-    reference_tables constant text[] := ARRAY['attribution_tenants', 'attribution_models'];
+         'FOREIGN KEY (tenant_id) REFERENCES %1$s.attribution_tenants (id)'],
+        ['attribution_touchpoints', 'attribution_touchpoints_tenant_id_fkey',
+         'FOREIGN KEY (tenant_id) REFERENCES %1$s.attribution_tenants (id)'],
+        ['attribution_tenant_models', 'attribution_tenant_models_tenant_id_fkey',
+         'FOREIGN KEY (tenant_id) REFERENCES %1$s.attribution_tenants (id)'],
+        ['attribution_tenant_models', 'attribution_tenant_models_model_version_fkey',
+         'FOREIGN KEY (model_version) REFERENCES %1$s.attribution_models (model_version)']];
+    reference_tables constant text[] := ARRAY['attribution_tenants', 'attribution_models',
+        'attribution_tenant_models'];
     -- attribution_events first: the others are co-located with it.
     tenant_tables constant text[] := ARRAY['attribution_events', 'attribution_allocations',
-        'attribution_recompute_jobs', 'worker_failed_jobs', 'attribution_event_changes'];
+        'attribution_recompute_jobs', 'worker_failed_jobs', 'attribution_event_changes',
+        'attribution_touchpoints'];
     pending boolean := false;
     i integer;
     -- Run on every node, before any table is distributed: the coordinator's table and
@@ -535,3 +553,131 @@ REVOKE EXECUTE ON FUNCTION attribution_distribute(integer) FROM PUBLIC;
 -- what crash recovery looks for.
 CREATE INDEX attribution_recompute_jobs_running_idx
     ON attribution_recompute_jobs (started_at) WHERE status = 'running';
+
+-- Multi-touch attribution (README, "Multi-touch models").
+--
+-- A conversion (an event) belongs to a customer: its customer_key, or, for writers that
+-- still send the 0.1 INSERT, the "customer_key" member of its raw_payload.
+ALTER TABLE attribution_events ADD COLUMN customer_key text
+    CONSTRAINT attribution_events_customer_key_length
+    CHECK (pg_catalog.length(customer_key) BETWEEN 1 AND 200);
+
+-- A customer's touchpoints: the marketing contacts a multi-touch model credits.
+CREATE TABLE attribution_touchpoints (
+    id            uuid NOT NULL DEFAULT gen_random_uuid(),
+    tenant_id     uuid NOT NULL REFERENCES attribution_tenants (id),
+    customer_key  text NOT NULL CHECK (pg_catalog.length(customer_key) BETWEEN 1 AND 200),
+    occurred_at   timestamptz NOT NULL CHECK (isfinite(occurred_at)),
+    channel       text NOT NULL CHECK (pg_catalog.length(channel) BETWEEN 1 AND 200),
+    campaign      text,
+    cost_cents    bigint CHECK (cost_cents BETWEEN 0 AND 1000000000000000),
+    raw_payload   jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(raw_payload) = 'object'),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT attribution_touchpoints_pkey PRIMARY KEY (tenant_id, id)
+);
+-- A conversion's path: its customer's touchpoints before it.
+CREATE INDEX attribution_touchpoints_path_idx
+    ON attribution_touchpoints (tenant_id, customer_key, occurred_at);
+-- A conversion's customer, to find the conversions a late touchpoint changes.
+-- Partial: events without a customer (all of them, for tenants without multi-touch
+-- models) cost nothing here.
+CREATE INDEX attribution_events_customer_idx
+    ON attribution_events (tenant_id, (coalesce(customer_key, raw_payload OPERATOR(pg_catalog.->>) 'customer_key')), occurred_at)
+    WHERE coalesce(customer_key, raw_payload OPERATOR(pg_catalog.->>) 'customer_key') IS NOT NULL;
+
+-- Which multi-touch models a tenant uses. Weighted models apply to every tenant, as
+-- before; a multi-touch model runs (and its windows are scheduled) only for tenants that
+-- list it here. Each tenant manages its own rows.
+CREATE TABLE attribution_tenant_models (
+    tenant_id      uuid NOT NULL REFERENCES attribution_tenants (id),
+    model_version  text NOT NULL REFERENCES attribution_models (model_version),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT attribution_tenant_models_pkey PRIMARY KEY (tenant_id, model_version)
+);
+
+ALTER TABLE attribution_touchpoints ENABLE ROW LEVEL SECURITY;
+ALTER TABLE attribution_touchpoints FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON attribution_touchpoints
+    USING (tenant_id = attribution_current_tenant());
+ALTER TABLE attribution_tenant_models ENABLE ROW LEVEL SECURITY;
+ALTER TABLE attribution_tenant_models FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON attribution_tenant_models
+    USING (tenant_id = attribution_current_tenant());
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON attribution_touchpoints TO attribution_app;
+GRANT SELECT, INSERT, DELETE ON attribution_tenant_models TO attribution_app;
+SELECT pg_catalog.pg_extension_config_dump('attribution_touchpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('attribution_tenant_models', '');
+
+CREATE FUNCTION "attribution_check_model"(
+	"kind" TEXT,
+	"channels" TEXT[],
+	"params" jsonb
+) RETURNS void
+STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'attribution_check_model_wrapper';
+CREATE FUNCTION "attribution_touch_split"(
+	"revenue_cents" bigint,
+	"converted_at" timestamp with time zone,
+	"touch_at" timestamp with time zone[],
+	"touch_channels" TEXT[],
+	"kind" TEXT,
+	"params" TEXT
+) RETURNS TABLE (
+	"channel" TEXT,
+	"ratio" double precision,
+	"cents" bigint
+)
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'attribution_touch_split_wrapper';
+CREATE FUNCTION "attribution_tenant_models_schedule"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'attribution_tenant_models_schedule_wrapper';
+CREATE FUNCTION "attribution_touchpoints_schedule"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'attribution_touchpoints_schedule_wrapper';
+
+-- Multi-touch models (README, "Multi-touch models"). Every model row is checked, with a
+-- message that names what is wrong.
+CREATE FUNCTION attribution_models_check() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.attribution_check_model(NEW.kind, NEW.channels, NEW.params);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER attribution_models_check
+    BEFORE INSERT OR UPDATE ON attribution_models
+    FOR EACH ROW EXECUTE FUNCTION attribution_models_check();
+-- A tenant turning a model on gets its windows computed for it.
+CREATE TRIGGER attribution_tenant_models_schedule
+    AFTER INSERT ON attribution_tenant_models
+    REFERENCING NEW TABLE AS attribution_new_tenant_models
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_tenant_models_schedule();
+-- Late touchpoints re-attribute the conversions they change.
+CREATE TRIGGER attribution_touchpoints_schedule_insert
+    AFTER INSERT ON attribution_touchpoints
+    REFERENCING NEW TABLE AS attribution_new_touchpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_touchpoints_schedule();
+CREATE TRIGGER attribution_touchpoints_schedule_update
+    AFTER UPDATE ON attribution_touchpoints
+    REFERENCING OLD TABLE AS attribution_old_touchpoints NEW TABLE AS attribution_new_touchpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_touchpoints_schedule();
+CREATE TRIGGER attribution_touchpoints_schedule_delete
+    AFTER DELETE ON attribution_touchpoints
+    REFERENCING OLD TABLE AS attribution_old_touchpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION attribution_touchpoints_schedule();
+ALTER FUNCTION attribution_tenant_models_schedule()
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION attribution_touchpoints_schedule()
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION attribution_tenant_models_schedule(), attribution_touchpoints_schedule()
+    FROM PUBLIC;
+-- Pure Rust, like attribution_split_cents: no SQL, no pinned search_path needed.
+GRANT EXECUTE ON FUNCTION
+    attribution_check_model(text, text[], jsonb),
+    attribution_touch_split(bigint, timestamptz, timestamptz[], text[], text, text)
+TO attribution_app;

@@ -52,24 +52,32 @@ CREATE TABLE attribution_tenants (
 -- largest-remainder step go to the channel listed first.
 CREATE TABLE attribution_models (
     model_version text PRIMARY KEY CHECK (model_version ~ '^[A-Za-z0-9._-]{1,64}$'),
-    kind          text NOT NULL DEFAULT 'weighted' CHECK (kind IN ('weighted')),
-    channels      text[] NOT NULL,
-    weights       integer[] NOT NULL,
+    kind          text NOT NULL DEFAULT 'weighted' CHECK (kind IN ('weighted', 'first_touch',
+                      'last_touch', 'last_non_direct', 'linear', 'position_based', 'time_decay')),
+    -- A weighted model's channels and weights; NULL for the multi-touch kinds, whose
+    -- channels come from each conversion's touchpoints.
+    channels      text[],
+    weights       integer[],
     active        boolean NOT NULL DEFAULT true,
     description   text,
     created_at    timestamptz NOT NULL DEFAULT now(),
     -- Set when the channel list changes: from then on, computing a window also removes
     -- allocations for channels the model no longer gives.
     channels_changed_at timestamptz,
-    -- Set when the channels or the weights change: a window last computed before then
-    -- gets a full pass instead of an incremental one.
+    -- Set when the kind, channels, weights or parameters change: a window last computed
+    -- before then gets a full pass instead of an incremental one.
     changed_at    timestamptz,
+    -- A multi-touch model's parameters (README, "Multi-touch models"), checked by
+    -- attribution_check_model() on every insert and update.
+    params        jsonb NOT NULL DEFAULT '{}'::jsonb,
     CONSTRAINT attribution_models_channels_shape CHECK (
-        pg_catalog.cardinality(channels) BETWEEN 1 AND 64
-        AND pg_catalog.cardinality(weights) = pg_catalog.cardinality(channels)
-        AND pg_catalog.array_position(channels, NULL) IS NULL
-        AND pg_catalog.array_position(weights, NULL) IS NULL
-        AND 0 < ALL (weights)
+        CASE WHEN kind OPERATOR(pg_catalog.=) 'weighted' THEN
+            pg_catalog.cardinality(channels) BETWEEN 1 AND 64
+            AND pg_catalog.cardinality(weights) = pg_catalog.cardinality(channels)
+            AND pg_catalog.array_position(channels, NULL) IS NULL
+            AND pg_catalog.array_position(weights, NULL) IS NULL
+            AND 0 < ALL (weights)
+        ELSE channels IS NULL AND weights IS NULL END
     )
 );
 
@@ -79,7 +87,8 @@ BEGIN
     IF NEW.channels IS DISTINCT FROM OLD.channels THEN
         NEW.channels_changed_at := now();
     END IF;
-    IF (NEW.channels, NEW.weights) IS DISTINCT FROM (OLD.channels, OLD.weights) THEN
+    IF (NEW.kind, NEW.channels, NEW.weights, NEW.params)
+       IS DISTINCT FROM (OLD.kind, OLD.channels, OLD.weights, OLD.params) THEN
         NEW.changed_at := now();
     END IF;
     RETURN NEW;
@@ -391,3 +400,58 @@ SELECT pg_catalog.pg_extension_config_dump('worker_failed_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('attribution_event_changes', '');
 SELECT pg_catalog.pg_extension_config_dump('attribution_allocations_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('worker_failed_jobs_id_seq', '');
+
+-- Multi-touch attribution (README, "Multi-touch models").
+--
+-- A conversion (an event) belongs to a customer: its customer_key, or, for writers that
+-- still send the 0.1 INSERT, the "customer_key" member of its raw_payload.
+ALTER TABLE attribution_events ADD COLUMN customer_key text
+    CONSTRAINT attribution_events_customer_key_length
+    CHECK (pg_catalog.length(customer_key) BETWEEN 1 AND 200);
+
+-- A customer's touchpoints: the marketing contacts a multi-touch model credits.
+CREATE TABLE attribution_touchpoints (
+    id            uuid NOT NULL DEFAULT gen_random_uuid(),
+    tenant_id     uuid NOT NULL REFERENCES attribution_tenants (id),
+    customer_key  text NOT NULL CHECK (pg_catalog.length(customer_key) BETWEEN 1 AND 200),
+    occurred_at   timestamptz NOT NULL CHECK (isfinite(occurred_at)),
+    channel       text NOT NULL CHECK (pg_catalog.length(channel) BETWEEN 1 AND 200),
+    campaign      text,
+    cost_cents    bigint CHECK (cost_cents BETWEEN 0 AND 1000000000000000),
+    raw_payload   jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(raw_payload) = 'object'),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT attribution_touchpoints_pkey PRIMARY KEY (tenant_id, id)
+);
+-- A conversion's path: its customer's touchpoints before it.
+CREATE INDEX attribution_touchpoints_path_idx
+    ON attribution_touchpoints (tenant_id, customer_key, occurred_at);
+-- A conversion's customer, to find the conversions a late touchpoint changes.
+-- Partial: events without a customer (all of them, for tenants without multi-touch
+-- models) cost nothing here.
+CREATE INDEX attribution_events_customer_idx
+    ON attribution_events (tenant_id, (coalesce(customer_key, raw_payload OPERATOR(pg_catalog.->>) 'customer_key')), occurred_at)
+    WHERE coalesce(customer_key, raw_payload OPERATOR(pg_catalog.->>) 'customer_key') IS NOT NULL;
+
+-- Which multi-touch models a tenant uses. Weighted models apply to every tenant, as
+-- before; a multi-touch model runs (and its windows are scheduled) only for tenants that
+-- list it here. Each tenant manages its own rows.
+CREATE TABLE attribution_tenant_models (
+    tenant_id      uuid NOT NULL REFERENCES attribution_tenants (id),
+    model_version  text NOT NULL REFERENCES attribution_models (model_version),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT attribution_tenant_models_pkey PRIMARY KEY (tenant_id, model_version)
+);
+
+ALTER TABLE attribution_touchpoints ENABLE ROW LEVEL SECURITY;
+ALTER TABLE attribution_touchpoints FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON attribution_touchpoints
+    USING (tenant_id = attribution_current_tenant());
+ALTER TABLE attribution_tenant_models ENABLE ROW LEVEL SECURITY;
+ALTER TABLE attribution_tenant_models FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON attribution_tenant_models
+    USING (tenant_id = attribution_current_tenant());
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON attribution_touchpoints TO attribution_app;
+GRANT SELECT, INSERT, DELETE ON attribution_tenant_models TO attribution_app;
+SELECT pg_catalog.pg_extension_config_dump('attribution_touchpoints', '');
+SELECT pg_catalog.pg_extension_config_dump('attribution_tenant_models', '');

@@ -75,6 +75,13 @@ pub fn compute_window(
     let current = catalog::sql_is_current();
     let incremental = incremental && current;
     let locks = WindowLocks { tenant_id, model_version, window, wait };
+    if let Some(touch) = &model.touch {
+        // Multi-touch: one statement, full or incremental, holding the days exclusively.
+        locks.take_days(pg_sys::ExclusiveLock);
+        let args = Args { tenant_id, window, model_version, model: &model, correlation_id };
+        let (events, written) = run_touch_statement(&args, touch, incremental);
+        return Ok(Computed { events, written, incremental });
+    }
     // A full pass excludes every other writer of its days; so does an incremental run,
     // except that of a hot window, which shares its days and excludes the others slice
     // by slice (see Slices).
@@ -193,6 +200,9 @@ pub fn help_with_slice(
         return Ok(None);
     }
     let model = load_model(model_version)?;
+    if model.touch.is_some() {
+        return Ok(None);
+    }
     let args = Args { tenant_id, window, model_version, model: &model, correlation_id };
     if recorded_changes(&args, Slices::All).count <= SPLIT_ABOVE {
         return Ok(None);
@@ -485,6 +495,132 @@ fn statement_sql(variant: Variant, slices: Slices, schema: &str) -> String {
     )
 }
 
+/// Runs a multi-touch model's statement over the window (incremental: over its recorded
+/// changes); returns (events computed, allocation rows written or removed).
+fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, incremental: bool) -> (i64, i64) {
+    let name = if incremental { "compute_touch_incremental" } else { "compute_touch_full" };
+    let stmt = catalog::statement(
+        name,
+        &catalog::types(&[
+            UUIDOID,
+            TIMESTAMPTZOID,
+            TIMESTAMPTZOID,
+            TEXTOID,
+            TEXTOID,
+            TEXTOID,
+            TEXTOID,
+            INT8OID,
+        ]),
+        |schema| touch_statement_sql(incremental, schema),
+    );
+    Spi::connect_mut(|client| {
+        let row = client
+            .update(
+                &*stmt,
+                Some(1),
+                &[
+                    args.tenant_id.into(),
+                    to_timestamptz(args.window.start).into(),
+                    to_timestamptz(args.window.end).into(),
+                    args.model_version.into(),
+                    touch.kind.as_str().into(),
+                    touch.params.as_str().into(),
+                    args.correlation_id.into(),
+                    touch.lookback.into(),
+                ],
+            )
+            .expect("computing multi-touch allocations")
+            .first();
+        (
+            row.get::<i64>(1).expect("event_count").unwrap_or(0),
+            row.get::<i64>(2).expect("allocation_count").unwrap_or(0),
+        )
+    })
+}
+
+/// The SQL of a multi-touch computation. Parameters: $1 tenant, $2 and $3 the window, $4
+/// the model version, $5 and $6 its kind and parameters, $7 the correlation id, $8 its
+/// lookback in microseconds (NULL: unlimited).
+///
+/// Each conversion's path is its customer's touchpoints up to the conversion (within the
+/// lookback), read through attribution_touchpoints_path_idx; attribution_touch_split
+/// applies the rest of the model. The events are locked FOR KEY SHARE, as in
+/// statement_sql. Allocations of the computed events for channels the conversion no
+/// longer credits (a late touchpoint changed its path) are removed.
+fn touch_statement_sql(incremental: bool, schema: &str) -> String {
+    let customer = "coalesce(e.customer_key, e.raw_payload OPERATOR(pg_catalog.->>) 'customer_key')";
+    let events = if incremental {
+        format!(
+            "SELECT e.tenant_id, e.id, e.occurred_at, e.revenue_cents, e.customer
+               FROM (SELECT DISTINCT c.event_id FROM consumed c) AS ch
+              CROSS JOIN LATERAL (SELECT e.*, {customer} AS customer FROM {schema}.attribution_events e
+                                   WHERE e.tenant_id = $1 AND e.id = ch.event_id
+                                  OFFSET 0 FOR KEY SHARE) AS e
+              WHERE e.occurred_at >= $2 AND e.occurred_at < $3"
+        )
+    } else {
+        format!(
+            "SELECT e.tenant_id, e.id, e.occurred_at, e.revenue_cents, {customer} AS customer
+               FROM {schema}.attribution_events e
+              WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3
+                FOR KEY SHARE"
+        )
+    };
+    format!(
+        "WITH consumed AS (
+             DELETE FROM {schema}.attribution_event_changes c
+              WHERE c.tenant_id = $1 AND c.model_version = $4
+                AND c.occurred_at >= $2 AND c.occurred_at < $3
+             RETURNING c.event_id
+         ),
+         events AS MATERIALIZED (
+             {events}
+         ),
+         computed AS MATERIALIZED (
+             SELECT e.tenant_id, e.id AS event_id, s.channel,
+                    pg_catalog.round(s.ratio::numeric, 10) AS ratio, s.cents
+               FROM events e
+               LEFT JOIN LATERAL (
+                    SELECT pg_catalog.array_agg(t.occurred_at) AS touch_at,
+                           pg_catalog.array_agg(t.channel) AS touch_channels
+                      FROM {schema}.attribution_touchpoints t
+                     WHERE e.customer IS NOT NULL
+                       AND t.tenant_id = $1 AND t.customer_key = e.customer
+                       AND t.occurred_at <= e.occurred_at
+                       AND ($8::int8 IS NULL
+                            OR t.occurred_at >= e.occurred_at
+                               - pg_catalog.make_interval(secs => $8::float8 / 1000000))
+                    ) AS tp ON true
+              CROSS JOIN LATERAL {schema}.attribution_touch_split(e.revenue_cents, e.occurred_at,
+                                     tp.touch_at, tp.touch_channels, $5, $6) AS s
+         ),
+         upserted AS (
+             INSERT INTO {schema}.attribution_allocations AS a
+                    (tenant_id, event_id, model_version, channel, allocation_ratio,
+                     allocated_revenue_cents, correlation_id)
+             SELECT tenant_id, event_id, $4, channel, ratio, cents, $7 FROM computed
+             ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
+                SET allocation_ratio = excluded.allocation_ratio,
+                    allocated_revenue_cents = excluded.allocated_revenue_cents,
+                    correlation_id = excluded.correlation_id,
+                    updated_at = excluded.updated_at
+              WHERE (a.allocation_ratio, a.allocated_revenue_cents)
+                    IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents)
+             RETURNING 1
+         ),
+         removed AS (
+             DELETE FROM {schema}.attribution_allocations a
+              USING events e
+              WHERE a.tenant_id = $1 AND a.model_version = $4 AND a.event_id = e.id
+                AND NOT EXISTS (SELECT FROM computed c
+                                 WHERE c.event_id = a.event_id AND c.channel = a.channel)
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM events),
+                (SELECT count(*) FROM upserted) + (SELECT count(*) FROM removed)"
+    )
+}
+
 /// Runs `body` in a subtransaction. Some(result) if it succeeded (the subtransaction is
 /// kept); None if it failed with `code` (the subtransaction is rolled back, so nothing
 /// it wrote remains). Any other error rolls the subtransaction back and propagates.
@@ -681,8 +817,12 @@ fn lock_tag(key: &str, kind: u16) -> (u32, u16) {
 
 /// A model as the computation needs it.
 pub struct Model {
+    /// A weighted model's channels and weights (empty for a multi-touch model).
     pub channels: Vec<String>,
     pub weights: Vec<i32>,
+    /// A multi-touch model's kind, parameters (JSON text) and lookback (microseconds;
+    /// None: unlimited).
+    pub touch: Option<TouchKind>,
     /// Whether the channel list was ever changed, so that allocations for channels the
     /// model no longer gives may exist.
     pub channels_ever_changed: bool,
@@ -690,15 +830,24 @@ pub struct Model {
     pub changed_at: Option<i64>,
 }
 
+#[derive(Clone)]
+pub struct TouchKind {
+    pub kind: String,
+    pub params: String,
+    pub lookback: Option<i64>,
+}
+
 /// The model, or UnknownModel.
 pub fn load_model(model_version: &str) -> Result<Model, AttributionError> {
-    // 0.1.0's models have no changed_at (before ALTER EXTENSION UPDATE every pass is full).
+    // 0.1.0's models have no changed_at (before ALTER EXTENSION UPDATE every pass is full)
+    // and only the weighted kind.
     let current = catalog::sql_is_current();
     let name = if current { "load_model" } else { "load_model_before_update" };
     let stmt = catalog::statement(name, &catalog::types(&[TEXTOID]), |schema| {
-        let changed_at = if current { "changed_at" } else { "NULL::timestamptz" };
+        let (changed_at, params) =
+            if current { ("changed_at", "params::text") } else { ("NULL::timestamptz", "'{}'::text") };
         format!(
-            "SELECT channels, weights, channels_changed_at IS NOT NULL, {changed_at}
+            "SELECT channels, weights, channels_changed_at IS NOT NULL, {changed_at}, kind, {params}
                FROM {schema}.attribution_models WHERE model_version = $1"
         )
     });
@@ -706,14 +855,34 @@ pub fn load_model(model_version: &str) -> Result<Model, AttributionError> {
         let row = client.select(&*stmt, Some(1), &[model_version.into()])?.first();
         let (channels, weights, ever) = row.get_three::<Vec<String>, Vec<i32>, bool>()?;
         let changed_at = row.get::<TimestampWithTimeZone>(4)?;
-        Ok::<_, pgrx::spi::SpiError>((channels, weights, ever, changed_at))
+        let kind = row.get::<String>(5)?;
+        let params = row.get::<String>(6)?;
+        Ok::<_, pgrx::spi::SpiError>((channels, weights, ever, changed_at, kind, params))
     });
     match row {
-        Ok((Some(channels), Some(weights), Some(channels_ever_changed), changed_at)) => {
+        Ok((_, _, Some(channels_ever_changed), changed_at, Some(kind), Some(params)))
+            if kind != "weighted" =>
+        {
+            let lookback = crate::engine::model::parse(&kind, &params)?.path.lookback;
+            Ok(Model {
+                channels: Vec::new(),
+                weights: Vec::new(),
+                touch: Some(TouchKind { kind, params, lookback }),
+                channels_ever_changed,
+                changed_at: changed_at.map(i64::from),
+            })
+        }
+        Ok((Some(channels), Some(weights), Some(channels_ever_changed), changed_at, _, _)) => {
             crate::engine::allocation::validate_weights(&weights).map_err(|source| {
                 AttributionError::ModelWeights { model_version: model_version.to_owned(), source }
             })?;
-            Ok(Model { channels, weights, channels_ever_changed, changed_at: changed_at.map(i64::from) })
+            Ok(Model {
+                channels,
+                weights,
+                touch: None,
+                channels_ever_changed,
+                changed_at: changed_at.map(i64::from),
+            })
         }
         Ok(_) | Err(pgrx::spi::SpiError::InvalidPosition) => {
             Err(AttributionError::UnknownModel(model_version.to_owned()))

@@ -3,6 +3,7 @@
 
 use crate::engine::allocation::SplitError;
 use crate::engine::correlation::CorrelationIdError;
+use crate::engine::model::ModelError;
 use crate::engine::window::WindowError;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
@@ -30,6 +31,12 @@ pub enum AttributionError {
     TenantMismatch { context: String, requested: String },
     #[error("{0}() only runs as a trigger on the extension's own table")]
     TriggerMisplaced(&'static str),
+    #[error("invalid attribution model: {0}")]
+    Model(#[from] ModelError),
+    #[error("invalid attribution model: {0}")]
+    ModelShape(&'static str),
+    #[error("touch_at and touch_channels must have the same length, without NULLs")]
+    TouchArrays,
 }
 
 impl AttributionError {
@@ -49,6 +56,7 @@ impl AttributionError {
             Self::UnknownModel(_) => ERRCODE_UNDEFINED_OBJECT,
             Self::UnknownFailedJob(_) => ERRCODE_NO_DATA_FOUND,
             Self::TenantMismatch { .. } | Self::TriggerMisplaced(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            Self::Model(_) | Self::ModelShape(_) | Self::TouchArrays => ERRCODE_INVALID_PARAMETER_VALUE,
         }
     }
 
@@ -78,6 +86,10 @@ impl AttributionError {
             Self::ModelWeights { .. } | Self::Split(_) => {
                 Some("Weights are 1 to 64 positive integers, one per channel.")
             }
+            Self::Model(_) | Self::ModelShape(_) => {
+                Some("See the README, \"Multi-touch models\", for each kind's parameters.")
+            }
+            Self::TouchArrays => None,
         }
     }
 

@@ -5,6 +5,7 @@ pub mod compute;
 pub mod redrive;
 pub mod schedule;
 pub mod split;
+pub mod touch;
 pub mod trigger;
 
 #[cfg(any(test, feature = "pg_test"))]

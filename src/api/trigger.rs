@@ -12,7 +12,7 @@ use crate::errors::{AttributionError, OrReport};
 use crate::gucs;
 use crate::queue::{self, JobRequest};
 use pgrx::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Transition table names; sql/finalize.sql creates the triggers with these.
 const NEW_ROWS: &str = "attribution_new_events";
@@ -34,16 +34,17 @@ fn attribution_events_schedule<'a>(
     if buckets.is_empty() {
         return Ok(None);
     }
-    let models = active_models();
+    let tenants: BTreeSet<pgrx::Uuid> = buckets.iter().map(|(tenant, _)| *tenant).collect();
+    let models = models_by_tenant(&tenants);
     // Small statements record which events changed, so the runs compute only those; a
     // bulk load asks for a full pass instead, which costs the load nothing per row.
     let full = new_rows > gucs::incremental_max_rows();
     if !full && new_rows > 0 && !models.is_empty() && catalog::sql_is_current() {
         record_changes(trigger, &models);
     }
-    let mut requests = Vec::with_capacity(buckets.len() * models.len());
+    let mut requests = Vec::with_capacity(buckets.len());
     for (tenant_id, window) in &buckets {
-        for model_version in &models {
+        for model_version in models.get(tenant_id).into_iter().flatten() {
             requests.push(JobRequest {
                 tenant_id: *tenant_id,
                 window: *window,
@@ -57,10 +58,12 @@ fn attribution_events_schedule<'a>(
     Ok(None)
 }
 
-/// Records every inserted or updated event (its new version) for each model, for the
-/// incremental runs of its window (src/compute.rs).
-fn record_changes(trigger: &PgTrigger<'_>, models: &[String]) {
+/// Records every inserted or updated event (its new version) for each of its tenant's
+/// models, for the incremental runs of its window (src/compute.rs).
+fn record_changes(trigger: &PgTrigger<'_>, models: &BTreeMap<pgrx::Uuid, Vec<String>>) {
     let schema = catalog::schema();
+    let (model_tenants, model_versions): (Vec<pgrx::Uuid>, Vec<String>) =
+        models.iter().flat_map(|(tenant, versions)| versions.iter().map(|v| (*tenant, v.clone()))).unzip();
     let inserted = matches!(trigger.op(), Ok(pgrx::trigger_support::PgTriggerOperation::Insert));
     let on_a_shard = trigger.relid().is_ok_and(|relid| relid != catalog::events_relid());
     Spi::connect_mut(|client| {
@@ -73,9 +76,17 @@ fn record_changes(trigger: &PgTrigger<'_>, models: &[String]) {
             let sql = format!(
                 "INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id, inserted)
                  SELECT n.tenant_id, m.model_version, n.occurred_at, n.id, $2
-                   FROM {NEW_ROWS} n CROSS JOIN pg_catalog.unnest($1::text[]) AS m(model_version)"
+                   FROM {NEW_ROWS} n
+                   JOIN ROWS FROM (pg_catalog.unnest($1::uuid[]), pg_catalog.unnest($3::text[])) AS m(tenant_id, model_version)
+                     ON m.tenant_id OPERATOR(pg_catalog.=) n.tenant_id"
             );
-            return client.update(&sql, None, &[models.to_vec().into(), inserted.into()]).map(|_| ());
+            return client
+                .update(
+                    &sql,
+                    None,
+                    &[model_tenants.clone().into(), inserted.into(), model_versions.clone().into()],
+                )
+                .map(|_| ());
         }
         // Under Citus the trigger fires on a shard of the events, and Citus plans the
         // insert into the (distributed) change table apart from this statement, where
@@ -89,7 +100,8 @@ fn record_changes(trigger: &PgTrigger<'_>, models: &[String]) {
              SELECT n.tenant_id, m.model_version, n.occurred_at, n.event_id, $5
                FROM ROWS FROM (pg_catalog.unnest($1::uuid[]), pg_catalog.unnest($2::timestamptz[]),
                                pg_catalog.unnest($3::uuid[])) AS n(tenant_id, occurred_at, event_id)
-              CROSS JOIN pg_catalog.unnest($4::text[]) AS m(model_version)"
+               JOIN ROWS FROM (pg_catalog.unnest($6::uuid[]), pg_catalog.unnest($4::text[])) AS m(tenant_id, model_version)
+                 ON m.tenant_id OPERATOR(pg_catalog.=) n.tenant_id"
         );
         let row = client.select(&read, Some(1), &[])?.first();
         let tenants = row.get::<Vec<pgrx::Uuid>>(1)?.unwrap_or_default();
@@ -99,7 +111,14 @@ fn record_changes(trigger: &PgTrigger<'_>, models: &[String]) {
             .update(
                 &write,
                 None,
-                &[tenants.into(), occurred.into(), ids.into(), models.to_vec().into(), inserted.into()],
+                &[
+                    tenants.into(),
+                    occurred.into(),
+                    ids.into(),
+                    model_versions.into(),
+                    inserted.into(),
+                    model_tenants.into(),
+                ],
             )
             .map(|_| ())
     })
@@ -177,41 +196,75 @@ fn restoring() -> bool {
     !value.is_null() && unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes() == b"off"
 }
 
-fn active_models() -> Vec<String> {
-    let stmt = catalog::statement("active_models", &[], |schema| {
-        format!("SELECT model_version FROM {schema}.attribution_models WHERE active ORDER BY 1")
-    });
+/// The models each tenant's events are computed for: every active weighted model, and
+/// the active multi-touch models the tenant turned on in attribution_tenant_models.
+/// Tenants without any model are left out.
+pub fn models_by_tenant(tenants: &BTreeSet<pgrx::Uuid>) -> BTreeMap<pgrx::Uuid, Vec<String>> {
+    let current = catalog::sql_is_current();
+    let stmt = catalog::statement(
+        if current { "models_by_tenant" } else { "models_by_tenant_before_update" },
+        &catalog::types(&[pg_sys::BuiltinOid::UUIDARRAYOID]),
+        |schema| {
+            // Before ALTER EXTENSION UPDATE there are only weighted models.
+            let chosen = if current {
+                format!(
+                    "m.kind OPERATOR(pg_catalog.=) 'weighted'
+                     OR EXISTS (SELECT FROM {schema}.attribution_tenant_models tm
+                                 WHERE tm.tenant_id OPERATOR(pg_catalog.=) t.tenant_id
+                                   AND tm.model_version OPERATOR(pg_catalog.=) m.model_version)"
+                )
+            } else {
+                "true".to_owned()
+            };
+            format!(
+                "SELECT t.tenant_id, pg_catalog.array_agg(m.model_version ORDER BY m.model_version)
+                   FROM pg_catalog.unnest($1::uuid[]) AS t(tenant_id)
+                   JOIN {schema}.attribution_models m ON m.active
+                  WHERE {chosen}
+                  GROUP BY t.tenant_id"
+            )
+        },
+    );
+    let tenants: Vec<pgrx::Uuid> = tenants.iter().copied().collect();
     Spi::connect(|client| {
         client
-            .select(&*stmt, None, &[])
+            .select(&*stmt, None, &[tenants.into()])
             .expect("reading attribution_models")
-            .map(|row| row.get::<String>(1).expect("model_version").expect("not null"))
+            .map(|row| {
+                (
+                    row.get::<pgrx::Uuid>(1).expect("tenant_id").expect("not null"),
+                    row.get::<Vec<String>>(2).expect("model_version").expect("not null"),
+                )
+            })
             .collect()
     })
 }
 
 /// Models whose allocations a statement on attribution_models made stale: inserted
-/// active, or updated so that their channels or weights differ or they became active.
-const CHANGED_MODELS: &str = "SELECT n.model_version FROM attribution_new_models n
+/// active, or updated so that their kind, channels, weights or parameters differ or they
+/// became active. With them, the tenants they apply to: NULL for a weighted model (every
+/// tenant), the tenants that turned a multi-touch model on otherwise.
+const CHANGED_MODELS: &str = "SELECT n.model_version,
+           CASE WHEN n.kind OPERATOR(pg_catalog.<>) 'weighted' THEN
+                ARRAY(SELECT tm.tenant_id FROM @extschema@.attribution_tenant_models tm
+                       WHERE tm.model_version OPERATOR(pg_catalog.=) n.model_version) END
+      FROM attribution_new_models n
       LEFT JOIN attribution_old_models o ON o.model_version OPERATOR(pg_catalog.=) n.model_version
      WHERE n.active AND (o.model_version IS NULL
-           OR (o.channels, o.weights, o.active) IS DISTINCT FROM (n.channels, n.weights, n.active))";
+           OR (o.kind, o.channels, o.weights, o.params, o.active)
+              IS DISTINCT FROM (n.kind, n.channels, n.weights, n.params, n.active))";
 
 /// The statement-level trigger on `attribution_models`: a model that is added active, or
-/// whose channels or weights change (or that becomes active), gets a full recompute of
-/// every window that holds events, for every tenant, through the same enqueue as
-/// everything else. Its cost is one scan of attribution_events (grouped by tenant and
-/// bucket) per such statement; the runs then cost what full passes cost.
+/// whose kind, channels, weights or parameters change (or that becomes active), gets a
+/// full recompute of every window that holds events, for every tenant it applies to,
+/// through the same enqueue as everything else. Its cost is one scan of
+/// attribution_events (grouped by tenant and bucket) per such statement; the runs then
+/// cost what full passes cost.
 #[pg_trigger]
 fn attribution_models_schedule<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, AttributionError> {
-    let models_relid: Option<pg_sys::Oid> = Spi::get_one(&format!(
-        "SELECT '{}.attribution_models'::pg_catalog.regclass::pg_catalog.oid",
-        catalog::schema()
-    ))
-    .expect("looking up attribution_models");
-    if trigger.relid().ok() != models_relid {
+    if !on_own_table(trigger, "attribution_models") {
         // Under Citus the registry is a reference table, whose triggers fire on each
         // node's copy of it. Those copies schedule nothing: a distributed installation
         // does not schedule a changed model's windows (README, "Scaling out with Citus");
@@ -228,49 +281,242 @@ fn attribution_models_schedule<'a>(
     let changed_sql = if has_old {
         CHANGED_MODELS.to_owned()
     } else {
-        "SELECT n.model_version FROM attribution_new_models n WHERE n.active".to_owned()
-    };
+        CHANGED_MODELS.replace(
+            "LEFT JOIN attribution_old_models o",
+            "LEFT JOIN (SELECT * FROM attribution_new_models WHERE false) o",
+        )
+    }
+    .replace("@extschema@", &catalog::schema());
+    enqueue_full_passes(trigger, &changed_sql);
+    Ok(None)
+}
+
+/// The statement-level trigger on `attribution_tenant_models`: a tenant that turns an
+/// active model on gets a full pass of each of its windows that hold events for it.
+/// (Turning a model off stops its scheduling; the allocations it made stay.)
+#[pg_trigger]
+fn attribution_tenant_models_schedule<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, AttributionError> {
+    if !on_own_table(trigger, "attribution_tenant_models") {
+        if trigger.relid().is_ok_and(|relid| crate::citus::is_shard_of(relid, "attribution_tenant_models")) {
+            return Ok(None);
+        }
+        AttributionError::TriggerMisplaced("attribution_tenant_models_schedule").report();
+    }
+    if restoring() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT n.model_version, pg_catalog.array_agg(n.tenant_id)
+           FROM attribution_new_tenant_models n
+           JOIN {}.attribution_models m ON m.model_version OPERATOR(pg_catalog.=) n.model_version
+          WHERE m.active
+          GROUP BY n.model_version",
+        catalog::schema()
+    );
+    enqueue_full_passes(trigger, &sql);
+    Ok(None)
+}
+
+/// Whether the trigger fires on the extension's own `table` (these functions run as the
+/// extension's owner, so they must not read another table's transition tables).
+fn on_own_table(trigger: &PgTrigger<'_>, table: &str) -> bool {
+    let relid: Option<pg_sys::Oid> = Spi::get_one(&format!(
+        "SELECT pg_catalog.to_regclass('{}.{table}')::pg_catalog.oid",
+        catalog::schema()
+    ))
+    .expect("looking up the extension's table");
+    relid.is_some() && trigger.relid().ok() == relid
+}
+
+/// Enqueues a full pass of every window holding events, for each model `targets_sql`
+/// (run with the trigger's transition tables) returns, for the tenants it returns with it
+/// (NULL: every tenant).
+fn enqueue_full_passes(trigger: &PgTrigger<'_>, targets_sql: &str) {
     let width = gucs::window_width_seconds();
     let schema = catalog::schema();
     let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref()).or_report();
-    let (models, buckets) = Spi::connect(|client| {
+    let (targets, buckets) = Spi::connect(|client| {
         // SAFETY: as in touched_buckets.
         let rc = unsafe {
             pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
         };
         assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
-        let models: Vec<String> = client
-            .select(&changed_sql, None, &[])
+        let targets: Vec<(String, Option<Vec<pgrx::Uuid>>)> = client
+            .select(targets_sql, None, &[])
             .expect("reading the changed models")
-            .map(|row| row.get::<String>(1).expect("model_version").expect("not null"))
+            .map(|row| {
+                (
+                    row.get::<String>(1).expect("model_version").expect("not null"),
+                    row.get::<Vec<pgrx::Uuid>>(2).expect("tenants"),
+                )
+            })
             .collect();
-        if models.is_empty() {
-            return Ok((models, BTreeSet::new()));
+        if targets.is_empty() {
+            return Ok((targets, BTreeSet::new()));
         }
+        // Only the tenants some target names, unless one applies to every tenant.
+        let tenants: Option<Vec<pgrx::Uuid>> = targets
+            .iter()
+            .map(|(_, tenants)| tenants.clone())
+            .collect::<Option<Vec<_>>>()
+            .map(|lists| lists.into_iter().flatten().collect());
         // Runs as the extension's owner: every tenant's events.
-        let sql = format!("SELECT DISTINCT tenant_id, {BUCKET} FROM {schema}.attribution_events");
+        let sql = format!(
+            "SELECT DISTINCT tenant_id, {BUCKET} FROM {schema}.attribution_events
+              WHERE $2::uuid[] IS NULL OR tenant_id OPERATOR(pg_catalog.=) ANY ($2::uuid[])"
+        );
         let mut buckets = BTreeSet::new();
-        for row in client.select(&sql, None, &[width.into()]).expect("reading the event buckets") {
+        for row in
+            client.select(&sql, None, &[width.into(), tenants.into()]).expect("reading the event buckets")
+        {
             let tenant: pgrx::Uuid = row.get(1).expect("tenant_id").expect("tenant_id is NOT NULL");
             let start: Option<TimestampWithTimeZone> = row.get(2).expect("bucket");
             let start = start.ok_or(WindowError::BeyondRange)?;
             buckets.insert((tenant, Window::schedulable_bucket(start.into(), width)?));
         }
-        Ok::<_, AttributionError>((models, buckets))
+        Ok::<_, AttributionError>((targets, buckets))
     })
     .or_report();
     let requests: Vec<JobRequest> = buckets
         .iter()
         .flat_map(|(tenant_id, window)| {
-            models.iter().map(|model_version| JobRequest {
-                tenant_id: *tenant_id,
-                window: *window,
-                model_version: model_version.clone(),
-                correlation_id: correlation_id.clone(),
-                full: true,
-            })
+            targets.iter().filter(|(_, tenants)| tenants.as_ref().is_none_or(|t| t.contains(tenant_id))).map(
+                |(model_version, _)| JobRequest {
+                    tenant_id: *tenant_id,
+                    window: *window,
+                    model_version: model_version.clone(),
+                    correlation_id: correlation_id.clone(),
+                    full: true,
+                },
+            )
         })
         .collect();
+    queue::enqueue(&requests);
+}
+
+/// Transition table names of the touchpoints trigger (sql/finalize.sql).
+const NEW_TOUCHPOINTS: &str = "attribution_new_touchpoints";
+const OLD_TOUCHPOINTS: &str = "attribution_old_touchpoints";
+
+/// The statement-level trigger on `attribution_touchpoints`: late data. A touchpoint
+/// inserted, updated (its old and new versions) or deleted changes the conversions of the
+/// same customer at or after it, within the lookback of each multi-touch model the tenant
+/// uses. Those conversions are recorded as changed for that model, and their windows
+/// enqueued, so the incremental runs re-allocate exactly them.
+#[pg_trigger]
+fn attribution_touchpoints_schedule<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, AttributionError> {
+    if !on_own_table(trigger, "attribution_touchpoints") {
+        // Under Citus the trigger fires on the shards, where it schedules nothing: late
+        // touchpoints are not re-attributed on a distributed installation yet (README).
+        if trigger.relid().is_ok_and(|relid| crate::citus::is_shard_of(relid, "attribution_touchpoints")) {
+            return Ok(None);
+        }
+        AttributionError::TriggerMisplaced("attribution_touchpoints_schedule").report();
+    }
+    if restoring() {
+        return Ok(None);
+    }
+    let schema = catalog::schema();
+    let width = gucs::window_width_seconds();
+    let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref()).or_report();
+    let mut sources = Vec::new();
+    if trigger.new_transition_table_name().ok().flatten().is_some() {
+        sources.push(NEW_TOUCHPOINTS);
+    }
+    if trigger.old_transition_table_name().ok().flatten().is_some() {
+        sources.push(OLD_TOUCHPOINTS);
+    }
+    let touched = sources
+        .iter()
+        .map(|t| format!("SELECT tenant_id, customer_key, occurred_at FROM {t}"))
+        .collect::<Vec<_>>()
+        .join(" UNION ");
+    let jobs = Spi::connect_mut(|client| {
+        // SAFETY: as in touched_buckets.
+        let rc = unsafe {
+            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
+        };
+        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+        // The multi-touch models of the tenants touched, with their lookbacks.
+        let models_sql = format!(
+            "SELECT tm.tenant_id, m.model_version, m.kind, m.params::text
+               FROM {schema}.attribution_tenant_models tm
+               JOIN {schema}.attribution_models m ON m.model_version OPERATOR(pg_catalog.=) tm.model_version
+              WHERE m.active AND m.kind OPERATOR(pg_catalog.<>) 'weighted'
+                AND tm.tenant_id IN (SELECT tenant_id FROM ({touched}) AS t)"
+        );
+        let mut tenants = Vec::new();
+        let mut models = Vec::new();
+        let mut lookbacks: Vec<Option<i64>> = Vec::new();
+        for row in client.select(&models_sql, None, &[])? {
+            let kind: String = row.get(3)?.expect("kind");
+            let params: String = row.get(4)?.expect("params");
+            tenants.push(row.get::<pgrx::Uuid>(1)?.expect("tenant_id"));
+            models.push(row.get::<String>(2)?.expect("model_version"));
+            lookbacks.push(crate::engine::model::parse(&kind, &params).or_report().path.lookback);
+        }
+        if models.is_empty() {
+            return Ok::<_, pgrx::spi::SpiError>(Vec::new());
+        }
+        let customer = "coalesce(e.customer_key, e.raw_payload OPERATOR(pg_catalog.->>) 'customer_key')";
+        let sql = format!(
+            "WITH models AS (
+                 SELECT * FROM ROWS FROM (pg_catalog.unnest($2::uuid[]), pg_catalog.unnest($3::text[]),
+                                         pg_catalog.unnest($4::int8[])) AS m(tenant_id, model_version, lookback)
+             ),
+             hit AS (
+                 SELECT DISTINCT m.tenant_id, m.model_version, e.occurred_at, e.id
+                   FROM ({touched}) AS t
+                   JOIN models m ON m.tenant_id OPERATOR(pg_catalog.=) t.tenant_id
+                   JOIN {schema}.attribution_events e
+                     ON e.tenant_id OPERATOR(pg_catalog.=) t.tenant_id
+                    AND {customer} IS NOT NULL
+                    AND {customer} OPERATOR(pg_catalog.=) t.customer_key
+                    AND e.occurred_at OPERATOR(pg_catalog.>=) t.occurred_at
+                    AND (m.lookback IS NULL
+                         OR e.occurred_at OPERATOR(pg_catalog.<=)
+                            (t.occurred_at OPERATOR(pg_catalog.+)
+                             pg_catalog.make_interval(secs => m.lookback::float8 OPERATOR(pg_catalog./) 1000000)))
+             ),
+             recorded AS (
+                 INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id)
+                 SELECT tenant_id, model_version, occurred_at, id FROM hit
+                 RETURNING tenant_id, model_version, occurred_at
+             )
+             SELECT DISTINCT tenant_id, model_version, {BUCKET} FROM recorded"
+        );
+        let mut jobs = Vec::new();
+        for row in client.update(
+            &sql,
+            None,
+            &[width.into(), tenants.into(), models.into(), lookbacks.into()],
+        )? {
+            let tenant: pgrx::Uuid = row.get(1)?.expect("tenant_id");
+            let model: String = row.get(2)?.expect("model_version");
+            let start: Option<TimestampWithTimeZone> = row.get(3)?;
+            jobs.push((tenant, model, start));
+        }
+        Ok(jobs)
+    })
+    .expect("recording the conversions late touchpoints change");
+    let requests = jobs
+        .into_iter()
+        .map(|(tenant_id, model_version, start)| {
+            let start = start.ok_or(WindowError::BeyondRange).or_report();
+            Ok(JobRequest {
+                tenant_id,
+                window: Window::schedulable_bucket(start.into(), width)?,
+                model_version,
+                correlation_id: correlation_id.clone(),
+                full: false,
+            })
+        })
+        .collect::<Result<Vec<_>, AttributionError>>()
+        .or_report();
     queue::enqueue(&requests);
     Ok(None)
 }

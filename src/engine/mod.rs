@@ -4,6 +4,7 @@
 
 pub mod allocation;
 pub mod correlation;
+pub mod model;
 pub mod retry;
 pub mod touch;
 pub mod window;

@@ -201,9 +201,24 @@ pub fn allocate(
     rule: &Rule,
     path: &PathRules,
 ) -> Vec<(String, i64)> {
+    allocate_with_shares(revenue, conversion_at, touches, rule, path)
+        .into_iter()
+        .map(|(channel, _, cents)| (channel, cents))
+        .collect()
+}
+
+/// [`allocate`], with each channel's share of the credit (credit / total credit; the
+/// shares sum to 1 up to floating-point rounding) between its name and its cents.
+pub fn allocate_with_shares(
+    revenue: i64,
+    conversion_at: i64,
+    touches: &[Touchpoint],
+    rule: &Rule,
+    path: &PathRules,
+) -> Vec<(String, f64, i64)> {
     let counted = counting_path(conversion_at, touches, path);
     if counted.is_empty() {
-        return vec![(path.no_touch_channel.clone(), revenue)];
+        return vec![(path.no_touch_channel.clone(), 1.0, revenue)];
     }
     let mut per_channel: BTreeMap<&str, u128> = BTreeMap::new();
     for (t, w) in counted.iter().zip(credit(conversion_at, &counted, rule)) {
@@ -212,7 +227,12 @@ pub fn allocate(
         }
     }
     let weights: Vec<u128> = per_channel.values().copied().collect();
-    per_channel.keys().map(|c| (*c).to_owned()).zip(split_cents_wide(revenue, &weights)).collect()
+    let total = weights.iter().sum::<u128>() as f64;
+    per_channel
+        .iter()
+        .zip(split_cents_wide(revenue, &weights))
+        .map(|((channel, w), cents)| ((*channel).to_owned(), *w as f64 / total, cents))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,93 @@
+//! Multi-touch models in SQL: the check every model row passes, and the per-conversion
+//! split the computing statement calls (src/compute.rs). The rules live in
+//! `engine::model` and `engine::touch`.
+
+use crate::engine::model::{self, TouchModel};
+use crate::engine::touch::{allocate_with_shares, Touchpoint};
+use crate::errors::{AttributionError, OrReport};
+use pgrx::prelude::*;
+use std::cell::RefCell;
+
+/// Checks a model row's kind, channels and parameters (the BEFORE trigger on
+/// attribution_models calls it), raising invalid_parameter_value (22023) with what is
+/// wrong.
+#[pg_extern(stable, parallel_safe)]
+fn attribution_check_model(
+    kind: Option<&str>,
+    channels: Option<Vec<Option<String>>>,
+    params: Option<pgrx::JsonB>,
+) {
+    let kind = kind.unwrap_or("weighted");
+    let params = params.map(|p| p.0).unwrap_or_else(|| serde_json::json!({}));
+    if kind == "weighted" {
+        if channels.is_none() {
+            AttributionError::ModelShape("a weighted model needs channels and weights").report();
+        }
+        if params.as_object().is_none_or(|p| !p.is_empty()) {
+            AttributionError::ModelShape(
+                "a weighted model takes no params (its channels and weights say it all)",
+            )
+            .report();
+        }
+        return;
+    }
+    if channels.is_some() {
+        AttributionError::ModelShape(
+            "a multi-touch model has no channels or weights: its channels come from the touchpoints",
+        )
+        .report();
+    }
+    model::parse(kind, &params.to_string()).or_report();
+}
+
+thread_local! {
+    /// The last model parsed: a statement computes one model, so each call after the
+    /// first finds it here instead of parsing the parameters again.
+    static LAST: RefCell<Option<(String, String, TouchModel)>> = const { RefCell::new(None) };
+}
+
+fn touch_model(kind: &str, params: &str) -> TouchModel {
+    LAST.with_borrow_mut(|last| {
+        if let Some((k, p, m)) = last.as_ref() {
+            if k == kind && p == params {
+                return m.clone();
+            }
+        }
+        let m = model::parse(kind, params).or_report();
+        *last = Some((kind.to_owned(), params.to_owned(), m.clone()));
+        m
+    })
+}
+
+/// One conversion's cents per channel under a multi-touch model: its customer's
+/// touchpoints (times and channels, any order), the model's kind and parameters (JSON
+/// text). Channels in name order; the shares are each channel's credit.
+#[pg_extern(immutable, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn attribution_touch_split(
+    revenue_cents: Option<i64>,
+    converted_at: Option<TimestampWithTimeZone>,
+    touch_at: Option<Vec<Option<TimestampWithTimeZone>>>,
+    touch_channels: Option<Vec<Option<String>>>,
+    kind: Option<&str>,
+    params: Option<&str>,
+) -> TableIterator<'static, (name!(channel, String), name!(ratio, f64), name!(cents, i64))> {
+    let revenue = super::require(revenue_cents, "revenue_cents").or_report();
+    let converted_at: i64 = super::require(converted_at, "converted_at").or_report().into();
+    let kind = super::require(kind, "kind").or_report();
+    let model = touch_model(kind, params.unwrap_or("{}"));
+    let touch_at = touch_at.unwrap_or_default();
+    let touch_channels = touch_channels.unwrap_or_default();
+    if touch_at.len() != touch_channels.len() {
+        AttributionError::TouchArrays.report();
+    }
+    let touches: Vec<Touchpoint> = touch_at
+        .into_iter()
+        .zip(touch_channels)
+        .map(|(at, channel)| match (at, channel) {
+            (Some(at), Some(channel)) => Touchpoint { at: at.into(), channel },
+            _ => AttributionError::TouchArrays.report(),
+        })
+        .collect();
+    TableIterator::new(allocate_with_shares(revenue, converted_at, &touches, &model.rule, &model.path))
+}
