@@ -581,7 +581,8 @@ fn functions_that_run_sql_pin_their_search_path() {
         "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
            JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_attribution'
           WHERE d.deptype = 'e' AND p.pronamespace = e.extnamespace
-            AND p.proname NOT IN ('attribution_split_cents', 'attribution_current_tenant')
+            AND p.proname NOT IN ('attribution_split_cents', 'attribution_current_tenant',
+                                  'attribution_check_model', 'attribution_touch_split')
             AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)",
     );
     assert_eq!(unpinned, 0);
@@ -806,4 +807,86 @@ fn a_hot_window_is_computed_slice_by_slice_and_others_can_take_a_slice() {
     assert_cents_conserved();
     // Nothing left to help with.
     assert_eq!(help_with_slice(tenant, window, "1.0.0", "helper").expect("helped"), None);
+}
+
+#[pg_test]
+fn touch_split_allocates_exact_cents_along_the_path() {
+    // Linear over search, email, search: search 2/3, email 1/3; 1001 cents.
+    let rows: String = one(
+        "SELECT string_agg(channel || ':' || cents || ':' || round(ratio::numeric, 4), ',' ORDER BY channel)
+           FROM attribution_touch_split(1001, '2026-03-10Z',
+                ARRAY['2026-03-01Z', '2026-03-05Z', '2026-03-09Z']::timestamptz[],
+                ARRAY['search', 'email', 'search'], 'linear', '{}')",
+    );
+    assert_eq!(rows, "email:334:0.3333,search:667:0.6667");
+    // A refund mirrors it.
+    let refund: String = one(
+        "SELECT string_agg(channel || ':' || cents, ',' ORDER BY channel)
+           FROM attribution_touch_split(-1001, '2026-03-10Z',
+                ARRAY['2026-03-01Z', '2026-03-05Z', '2026-03-09Z']::timestamptz[],
+                ARRAY['search', 'email', 'search'], 'linear', '{}')",
+    );
+    assert_eq!(refund, "email:-334,search:-667");
+    // No path, or none within the lookback: the no-touch channel takes it all.
+    let none: String = one(
+        "SELECT string_agg(channel || ':' || cents, ',') FROM attribution_touch_split(500, '2026-03-10Z', NULL, NULL, 'first_touch', '{\"no_touch_channel\": \"unknown\"}')",
+    );
+    assert_eq!(none, "unknown:500");
+    let old: String = one(
+        "SELECT string_agg(channel || ':' || cents, ',') FROM attribution_touch_split(500, '2026-03-10Z',
+                ARRAY['2026-01-01Z']::timestamptz[], ARRAY['email'], 'last_touch', '{\"lookback_days\": 30}')",
+    );
+    assert_eq!(old, "direct:500");
+    // Bad input is a clear 22023 (or 22004 for a NULL revenue), never a wrong split.
+    for bad in [
+        "SELECT * FROM attribution_touch_split(1, now(), ARRAY[now()], ARRAY['a', 'b'], 'linear', '{}')",
+        "SELECT * FROM attribution_touch_split(1, now(), ARRAY[now()], ARRAY[NULL::text], 'linear', '{}')",
+        "SELECT * FROM attribution_touch_split(1, now(), NULL, NULL, 'markow', '{}')",
+        "SELECT * FROM attribution_touch_split(1, now(), NULL, NULL, 'linear', '{\"last_n\": 0}')",
+    ] {
+        assert_eq!(sqlstate_of(bad).as_deref(), Some("22023"), "{bad}");
+    }
+    assert_eq!(
+        sqlstate_of("SELECT * FROM attribution_touch_split(NULL, now(), NULL, NULL, 'linear', '{}')").as_deref(),
+        Some("22004")
+    );
+}
+
+#[pg_test]
+fn a_multi_touch_model_is_scheduled_only_for_the_tenants_that_use_it() {
+    tenants();
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100)]);
+    insert_events(TENANT_B, &[(E2, "2026-01-01 10:00Z", 100)]);
+    run(&format!("INSERT INTO attribution_tenant_models (tenant_id, model_version) SELECT '{TENANT_B}', '1.0.0'"));
+    run("INSERT INTO attribution_models (model_version, kind, params) VALUES ('mt', 'linear', '{}')");
+    let mt_jobs = |tenant: &str| -> i64 {
+        one(&format!(
+            "SELECT count(*) FROM attribution_recompute_jobs WHERE tenant_id = '{tenant}' AND model_version = 'mt'"
+        ))
+    };
+    assert_eq!((mt_jobs(TENANT_A), mt_jobs(TENANT_B)), (0, 0), "no tenant uses it yet");
+    run(&format!("INSERT INTO attribution_tenant_models (tenant_id, model_version) VALUES ('{TENANT_A}', 'mt')"));
+    assert_eq!((mt_jobs(TENANT_A), mt_jobs(TENANT_B)), (1, 0), "turning it on schedules the tenant's window");
+    let full: bool = one(&format!(
+        "SELECT full_requested FROM attribution_recompute_jobs WHERE tenant_id = '{TENANT_A}' AND model_version = 'mt'"
+    ));
+    assert!(full, "as a full pass");
+    // New events of A are recorded for it; B's are not.
+    insert_events(TENANT_A, &[("00000000-0000-4000-8000-0000000000a3", "2026-01-02 10:00Z", 100)]);
+    insert_events(TENANT_B, &[("00000000-0000-4000-8000-0000000000b3", "2026-01-02 10:00Z", 100)]);
+    assert_eq!((mt_jobs(TENANT_A), mt_jobs(TENANT_B)), (2, 0));
+    let recorded: i64 = one("SELECT count(*) FROM attribution_event_changes WHERE model_version = 'mt'");
+    assert_eq!(recorded, 1);
+}
+
+#[pg_test]
+fn the_touchpoint_trigger_refuses_to_fire_on_any_other_table() {
+    tenants();
+    run("CREATE TABLE pg_temp.bait (tenant_id uuid, customer_key text, occurred_at timestamptz)");
+    run("CREATE TRIGGER bait AFTER INSERT ON pg_temp.bait REFERENCING NEW TABLE AS attribution_new_touchpoints
+         FOR EACH STATEMENT EXECUTE FUNCTION attribution_touchpoints_schedule()");
+    assert_eq!(
+        sqlstate_of(&format!("INSERT INTO pg_temp.bait VALUES ('{TENANT_B}', 'c', '2026-01-01')")).as_deref(),
+        Some("42501")
+    );
 }
