@@ -97,6 +97,10 @@ ALTER FUNCTION attribution_touchpoints_schedule()
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE EXECUTE ON FUNCTION attribution_tenant_models_schedule(), attribution_touchpoints_schedule()
     FROM PUBLIC;
+-- A conversion credits a handful of channels, not the planner's default of 1,000 rows
+-- per set-returning function: with that estimate a window's statement looked expensive
+-- enough to be JIT-compiled, which took longer than running it.
+ALTER FUNCTION attribution_touch_split(bigint, timestamptz, timestamptz[], text[], text, text) ROWS 4;
 -- Pure Rust, like attribution_split_cents: no SQL, no pinned search_path needed.
 GRANT EXECUTE ON FUNCTION
     attribution_check_model(text, text[], jsonb),

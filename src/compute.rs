@@ -79,7 +79,17 @@ pub fn compute_window(
         // Multi-touch: one statement, full or incremental, holding the days exclusively.
         locks.take_days(pg_sys::ExclusiveLock);
         let args = Args { tenant_id, window, model_version, model: &model, correlation_id };
-        let (events, written) = run_touch_statement(&args, touch, incremental);
+        let (events, written) = if pass == Pass::First && !incremental {
+            // As Variant::First: plain inserts, or the upsert if an allocation exists.
+            in_subtransaction(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, || {
+                run_touch_statement(&args, touch, TouchVariant::First)
+            })
+            .unwrap_or_else(|| run_touch_statement(&args, touch, TouchVariant::Full))
+        } else if incremental {
+            run_touch_statement(&args, touch, TouchVariant::Incremental)
+        } else {
+            run_touch_statement(&args, touch, TouchVariant::Full)
+        };
         return Ok(Computed { events, written, incremental });
     }
     // A full pass excludes every other writer of its days; so does an incremental run,
@@ -497,8 +507,20 @@ fn statement_sql(variant: Variant, slices: Slices, schema: &str) -> String {
 
 /// Runs a multi-touch model's statement over the window (incremental: over its recorded
 /// changes); returns (events computed, allocation rows written or removed).
-fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, incremental: bool) -> (i64, i64) {
-    let name = if incremental { "compute_touch_incremental" } else { "compute_touch_full" };
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TouchVariant {
+    Full,
+    /// A window never computed: plain inserts streamed from the paths, nothing to remove.
+    First,
+    Incremental,
+}
+
+fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant) -> (i64, i64) {
+    let name = match variant {
+        TouchVariant::Full => "compute_touch_full",
+        TouchVariant::First => "compute_touch_first",
+        TouchVariant::Incremental => "compute_touch_incremental",
+    };
     let stmt = catalog::statement(
         name,
         &catalog::types(&[
@@ -511,7 +533,7 @@ fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, incremental: bool) ->
             TEXTOID,
             INT8OID,
         ]),
-        |schema| touch_statement_sql(incremental, schema),
+        |schema| touch_statement_sql(variant, schema),
     );
     Spi::connect_mut(|client| {
         let row = client
@@ -547,9 +569,9 @@ fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, incremental: bool) ->
 /// applies the rest of the model. The events are locked FOR KEY SHARE, as in
 /// statement_sql. Allocations of the computed events for channels the conversion no
 /// longer credits (a late touchpoint changed its path) are removed.
-fn touch_statement_sql(incremental: bool, schema: &str) -> String {
+fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
     let customer = "coalesce(e.customer_key, e.raw_payload OPERATOR(pg_catalog.->>) 'customer_key')";
-    let events = if incremental {
+    let events = if variant == TouchVariant::Incremental {
         format!(
             "SELECT e.tenant_id, e.id, e.occurred_at, e.revenue_cents, e.customer
                FROM (SELECT DISTINCT c.event_id FROM consumed c) AS ch
@@ -566,6 +588,29 @@ fn touch_statement_sql(incremental: bool, schema: &str) -> String {
                 FOR KEY SHARE"
         )
     };
+    let (materialized, on_conflict, removal) = match variant {
+        // Nothing to remove, nothing to conflict with: the rows stream into the insert.
+        TouchVariant::First => ("NOT MATERIALIZED", String::new(), "SELECT 1 WHERE false".to_owned()),
+        TouchVariant::Full | TouchVariant::Incremental => (
+            "MATERIALIZED",
+            "ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
+                SET allocation_ratio = excluded.allocation_ratio,
+                    allocated_revenue_cents = excluded.allocated_revenue_cents,
+                    correlation_id = excluded.correlation_id,
+                    updated_at = excluded.updated_at
+              WHERE (a.allocation_ratio, a.allocated_revenue_cents)
+                    IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents)"
+                .to_owned(),
+            format!(
+                "DELETE FROM {schema}.attribution_allocations a
+                  USING events e
+                  WHERE a.tenant_id = $1 AND a.model_version = $4 AND a.event_id = e.id
+                    AND NOT EXISTS (SELECT FROM computed c
+                                     WHERE c.event_id = a.event_id AND c.channel = a.channel)
+                 RETURNING 1"
+            ),
+        ),
+    };
     format!(
         "WITH consumed AS (
              DELETE FROM {schema}.attribution_event_changes c
@@ -576,7 +621,7 @@ fn touch_statement_sql(incremental: bool, schema: &str) -> String {
          events AS MATERIALIZED (
              {events}
          ),
-         computed AS MATERIALIZED (
+         computed AS {materialized} (
              SELECT e.tenant_id, e.id AS event_id, s.channel,
                     pg_catalog.round(s.ratio::numeric, 10) AS ratio, s.cents
                FROM events e
@@ -599,22 +644,11 @@ fn touch_statement_sql(incremental: bool, schema: &str) -> String {
                     (tenant_id, event_id, model_version, channel, allocation_ratio,
                      allocated_revenue_cents, correlation_id)
              SELECT tenant_id, event_id, $4, channel, ratio, cents, $7 FROM computed
-             ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
-                SET allocation_ratio = excluded.allocation_ratio,
-                    allocated_revenue_cents = excluded.allocated_revenue_cents,
-                    correlation_id = excluded.correlation_id,
-                    updated_at = excluded.updated_at
-              WHERE (a.allocation_ratio, a.allocated_revenue_cents)
-                    IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents)
+             {on_conflict}
              RETURNING 1
          ),
          removed AS (
-             DELETE FROM {schema}.attribution_allocations a
-              USING events e
-              WHERE a.tenant_id = $1 AND a.model_version = $4 AND a.event_id = e.id
-                AND NOT EXISTS (SELECT FROM computed c
-                                 WHERE c.event_id = a.event_id AND c.channel = a.channel)
-             RETURNING 1
+             {removal}
          )
          SELECT (SELECT count(*) FROM events),
                 (SELECT count(*) FROM upserted) + (SELECT count(*) FROM removed)"
