@@ -4,7 +4,9 @@
 
 pub mod allocation;
 pub mod correlation;
+pub mod markov;
 pub mod model;
 pub mod retry;
+pub mod shapley;
 pub mod touch;
 pub mod window;
