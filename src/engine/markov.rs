@@ -114,8 +114,11 @@ pub(crate) fn intern(paths: &[PathCount]) -> Result<Interned, FitError> {
                     Some(id) => *id,
                     None => {
                         if first_seen.len() == MAX_CHANNELS {
-                            let distinct: std::collections::HashSet<&str> =
-                                paths.iter().flat_map(|p| p.channels.iter().map(String::as_str)).collect();
+                            let distinct: std::collections::HashSet<&str> = paths
+                                .iter()
+                                .filter(|p| p.conversions > 0 || p.nulls > 0)
+                                .flat_map(|p| p.channels.iter().map(String::as_str))
+                                .collect();
                             return Err(FitError::TooManyChannels(distinct.len()));
                         }
                         let id = first_seen.len() as u32;
