@@ -30,12 +30,13 @@
 
 use super::allocation::split_cents_wide;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use thiserror::Error;
 
 /// Upper bound on the channels of a data-driven fit. The Markov fit inverts a dense
 /// n × n matrix (n = 512: 2 MiB and about 0.3 s); attribution channels are a handful to
 /// a few dozen in practice, so this only stops runaway inputs (a channel per campaign id).
-pub const MAX_CHANNELS: usize = 512;
+pub const MAX_FIT_CHANNELS: usize = 512;
 
 /// One aggregated path: the journeys that touched these channels in this order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +61,7 @@ impl PathCount {
 pub enum FitError {
     #[error("no path converts, so there is nothing to attribute")]
     NoConversions,
-    #[error("a data-driven model has at most {MAX_CHANNELS} channels, the paths have {0}")]
+    #[error("a data-driven model has at most {MAX_FIT_CHANNELS} channels, the paths have {0}")]
     TooManyChannels(usize),
     #[error("the transition matrix is singular: some channel never reaches an end state")]
     Singular,
@@ -70,70 +71,136 @@ pub enum FitError {
     LengthMismatch(usize, usize),
     #[error("stored removal effect {0} of channel {1:?} is not a number in [0, 1]")]
     BadRemovalEffect(f64, String),
+    #[error("stored conversion probability {0} is not a number in (0, 1]")]
+    BadConversionProbability(f64),
     #[error("stored coalition {0:?} is not a sorted set of known channels with conversions <= journeys")]
     BadCoalition(Vec<String>),
 }
 
-/// The paths with channel names replaced by ids in name order (id i is `names[i]`).
-/// Paths with neither conversions nor nulls never happened and are left out, so a channel
-/// seen only on them is unknown to the fit.
-pub(crate) struct Interned {
+/// Channel names in name order, and where each id handed out while interning went.
+pub(crate) struct Names {
+    /// The channels of the paths with journeys, in name order.
     pub names: Vec<String>,
-    /// Every kept path's channel ids, back to back; path k is `ids[ends[k-1]..ends[k]]`.
-    pub ids: Vec<u32>,
-    pub ends: Vec<usize>,
-    pub conversions: Vec<u64>,
-    pub nulls: Vec<u64>,
+    /// `rank[id]`: the position in `names` of the channel interned as `id`.
+    pub rank: Vec<u32>,
 }
 
-impl Interned {
-    pub fn paths(&self) -> impl Iterator<Item = (&[u32], u64, u64)> + '_ {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(&self.ends)
-            .zip(self.conversions.iter().zip(&self.nulls))
-            .map(|((s, e), (c, n))| (&self.ids[s..*e], *c, *n))
+/// A fast hash for channel names (eight bytes per multiply, as rustc's FxHash, with a
+/// final mix so the table's low bits are good too). Not resistant to chosen collisions,
+/// and it need not be: the tables never hold more than [`MAX_FIT_CHANNELS`] names, so even a
+/// chain of collisions costs at most that many comparisons per touchpoint.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl NameHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(Self::K).rotate_left(26);
     }
 }
 
-/// Interns channel names: one hash look-up per touchpoint (none for a repeat of the
-/// previous one), then a remap of the ids to name order so that nothing depends on the
-/// order in which names were first seen.
-pub(crate) fn intern(paths: &[PathCount]) -> Result<Interned, FitError> {
-    let mut index: HashMap<&str, u32> = HashMap::new();
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn write_u128(&mut self, word: u128) {
+        self.add(word as u64);
+        self.add((word >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+}
+
+type NameMap<K> = HashMap<K, u32, BuildHasherDefault<NameHasher>>;
+
+/// A name of at most 15 bytes packed with its length into one integer, so that looking it
+/// up compares integers instead of strings (channel names are mostly this short).
+fn packed(name: &str) -> Option<u128> {
+    let bytes = name.as_bytes();
+    (bytes.len() < 16).then(|| {
+        let mut word = [0u8; 16];
+        word[..bytes.len()].copy_from_slice(bytes);
+        word[15] = bytes.len() as u8;
+        u128::from_le_bytes(word)
+    })
+}
+
+/// Interns channel names in one pass: calls `visit(ids, conversions, nulls)` for every
+/// path with journeys, ids in order of first appearance, and returns the names in name
+/// order with the ranks that map those ids to it (so that nothing a caller keeps depends
+/// on the order of the paths). Paths with neither conversions nor nulls never happened
+/// and are skipped, so a channel seen only on them is unknown to the fit.
+///
+/// This loop is most of the time of a fit: one look-up per touchpoint (none for a repeat
+/// of the previous one) in a table that stays in the L1 cache, and nothing stored per
+/// touchpoint. With SipHash and the ids kept for a second pass, fits took twice as long.
+pub(crate) fn intern(
+    paths: &[PathCount],
+    mut visit: impl FnMut(&[u32], u64, u64),
+) -> Result<Names, FitError> {
+    let mut short: NameMap<u128> = HashMap::default();
+    let mut long: NameMap<&str> = HashMap::default();
     let mut first_seen: Vec<&str> = Vec::new();
-    let touches = paths.iter().map(|p| p.channels.len()).sum();
-    let mut ids: Vec<u32> = Vec::with_capacity(touches);
-    let (mut ends, mut conversions, mut nulls) = (Vec::new(), Vec::new(), Vec::new());
-    for p in paths.iter().filter(|p| p.conversions > 0 || p.nulls > 0) {
+    let mut ids: Vec<u32> = Vec::new();
+    let kept = |p: &&PathCount| p.conversions > 0 || p.nulls > 0;
+    for p in paths.iter().filter(kept) {
+        ids.clear();
         let mut previous: Option<(&str, u32)> = None;
         for name in &p.channels {
-            let id = match previous {
-                Some((prev, id)) if prev == name => id,
-                _ => match index.get(name.as_str()) {
-                    Some(id) => *id,
-                    None => {
-                        if first_seen.len() == MAX_CHANNELS {
-                            let distinct: std::collections::HashSet<&str> = paths
-                                .iter()
-                                .filter(|p| p.conversions > 0 || p.nulls > 0)
-                                .flat_map(|p| p.channels.iter().map(String::as_str))
-                                .collect();
-                            return Err(FitError::TooManyChannels(distinct.len()));
-                        }
-                        let id = first_seen.len() as u32;
-                        index.insert(name, id);
-                        first_seen.push(name);
-                        id
+            if let Some((prev, id)) = previous {
+                if prev == name {
+                    ids.push(id);
+                    continue;
+                }
+            }
+            let key = packed(name);
+            let found = match key {
+                Some(k) => short.get(&k),
+                None => long.get(name.as_str()),
+            };
+            let id = match found {
+                Some(id) => *id,
+                None => {
+                    if first_seen.len() == MAX_FIT_CHANNELS {
+                        let distinct: std::collections::HashSet<&str> = paths
+                            .iter()
+                            .filter(kept)
+                            .flat_map(|p| p.channels.iter().map(String::as_str))
+                            .collect();
+                        return Err(FitError::TooManyChannels(distinct.len()));
                     }
-                },
+                    let id = first_seen.len() as u32;
+                    match key {
+                        Some(k) => short.insert(k, id),
+                        None => long.insert(name, id),
+                    };
+                    first_seen.push(name);
+                    id
+                }
             };
             previous = Some((name, id));
             ids.push(id);
         }
-        ends.push(ids.len());
-        conversions.push(p.conversions);
-        nulls.push(p.nulls);
+        visit(&ids, p.conversions, p.nulls);
     }
     let mut order: Vec<u32> = (0..first_seen.len() as u32).collect();
     order.sort_unstable_by_key(|i| first_seen[*i as usize]);
@@ -141,11 +208,8 @@ pub(crate) fn intern(paths: &[PathCount]) -> Result<Interned, FitError> {
     for (r, i) in order.iter().enumerate() {
         rank[*i as usize] = r as u32;
     }
-    for id in &mut ids {
-        *id = rank[*id as usize];
-    }
     let names = order.iter().map(|i| first_seen[*i as usize].to_owned()).collect();
-    Ok(Interned { names, ids, ends, conversions, nulls })
+    Ok(Names { names, rank })
 }
 
 /// Fixed-point scale of the integer weights: 2^40, as for the time-decay credit. The
@@ -205,34 +269,49 @@ pub struct MarkovFit {
 impl MarkovFit {
     /// Fits the chain to aggregated paths. Errors when no journey converts (there is no
     /// conversion to attribute, and every removal effect would be 0/0) and above
-    /// [`MAX_CHANNELS`] channels. A path without channels is a journey that went from
+    /// [`MAX_FIT_CHANNELS`] channels. A path without channels is a journey that went from
     /// `(start)` straight to its end: it counts in `P(conversion)` but credits no channel.
     pub fn fit(paths: &[PathCount]) -> Result<MarkovFit, FitError> {
-        let interned = intern(paths)?;
-        let n = interned.names.len();
-        // Rows: the channels, then (start). Columns: the channels, then (conversion), (null).
-        let (start, conv, null, width) = (n, n, n + 1, n + 2);
-        let mut counts = vec![0u128; (n + 1) * width];
+        // Counted in the ids of first appearance, in rows of the largest possible width so
+        // that nothing moves when a channel appears: rows are the channels, then (start);
+        // columns the channels, then (conversion), (null). The allocation is zeroed lazily
+        // by the system, and only the rows of channels that exist are ever touched.
+        const W: usize = MAX_FIT_CHANNELS + 2;
+        let (start, conv, null) = (MAX_FIT_CHANNELS, MAX_FIT_CHANNELS, MAX_FIT_CHANNELS + 1);
+        let mut raw = vec![0u128; (MAX_FIT_CHANNELS + 1) * W];
         let mut total_conversions: u128 = 0;
-        for (ids, conversions, nulls) in interned.paths() {
+        let names = intern(paths, |ids, conversions, nulls| {
             let journeys = u128::from(conversions) + u128::from(nulls);
             total_conversions += u128::from(conversions);
             let mut from = start;
             for id in ids.iter().map(|id| *id as usize) {
                 if id != from {
-                    counts[from * width + id] += journeys;
+                    raw[from * W + id] += journeys;
                     from = id;
                 }
             }
-            counts[from * width + conv] += u128::from(conversions);
-            counts[from * width + null] += u128::from(nulls);
-        }
+            raw[from * W + conv] += u128::from(conversions);
+            raw[from * W + null] += u128::from(nulls);
+        })?;
         if total_conversions == 0 {
             return Err(FitError::NoConversions);
         }
+        // The same counts with channels in name order, n + 1 rows of n + 2.
+        let n = names.names.len();
+        let width = n + 2;
+        let mut counts = vec![0u128; (n + 1) * width];
+        let position = |id: usize| if id < n { names.rank[id] as usize } else { n };
+        for from in (0..n).chain([start]) {
+            let row = position(from) * width;
+            for to in 0..n {
+                counts[row + names.rank[to] as usize] = raw[from * W + to];
+            }
+            counts[row + n] = raw[from * W + conv];
+            counts[row + n + 1] = raw[from * W + null];
+        }
         let chain = Chain::from_counts(n, &counts);
         let (removal_effects, conversion_probability) = chain.removal_effects()?;
-        Ok(MarkovFit { channels: interned.names, removal_effects, conversion_probability })
+        Ok(MarkovFit { channels: names.names, removal_effects, conversion_probability })
     }
 
     /// Restores a stored fit, checking what [`MarkovFit::path_weights`] relies on.
@@ -244,7 +323,7 @@ impl MarkovFit {
         if channels.len() != removal_effects.len() {
             return Err(FitError::LengthMismatch(channels.len(), removal_effects.len()));
         }
-        if channels.len() > MAX_CHANNELS {
+        if channels.len() > MAX_FIT_CHANNELS {
             return Err(FitError::TooManyChannels(channels.len()));
         }
         if channels.windows(2).any(|w| w[0] >= w[1]) {
@@ -254,6 +333,9 @@ impl MarkovFit {
             channels.iter().zip(&removal_effects).find(|(_, re)| !(0.0..=1.0).contains(*re))
         {
             return Err(FitError::BadRemovalEffect(*re, c.clone()));
+        }
+        if !(conversion_probability > 0.0 && conversion_probability <= 1.0) {
+            return Err(FitError::BadConversionProbability(conversion_probability));
         }
         Ok(MarkovFit { channels, removal_effects, conversion_probability })
     }
@@ -611,12 +693,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn short_long_and_empty_names_are_told_apart() {
+        // Packed keys hold up to 15 bytes: these differ only in length, or past byte 15.
+        let names = [
+            "",
+            "a",
+            "a\0",
+            "fifteen_bytes_x",
+            "sixteen_bytes_xy",
+            "sixteen_bytes_xz",
+            "a much longer channel name, with ünïcödé",
+        ];
+        let paths: Vec<PathCount> = names
+            .iter()
+            .enumerate()
+            .map(|(i, c)| PathCount::new(&[c, c, names[(i + 1) % 7]], 1, 1))
+            .collect();
+        let f = MarkovFit::fit(&paths).unwrap();
+        let mut sorted: Vec<String> = names.iter().map(|c| (*c).to_owned()).collect();
+        sorted.sort();
+        assert_eq!(f.channels(), sorted);
+        assert!(f.removal_effects().iter().all(|re| *re > 0.0));
+    }
+
+    #[test]
     fn too_many_channels_are_refused() {
-        let names: Vec<String> = (0..=MAX_CHANNELS).map(|i| format!("c{i}")).collect();
+        let names: Vec<String> = (0..=MAX_FIT_CHANNELS).map(|i| format!("c{i}")).collect();
         let paths: Vec<PathCount> =
             names.iter().map(|c| PathCount { channels: vec![c.clone()], conversions: 1, nulls: 0 }).collect();
-        assert_eq!(MarkovFit::fit(&paths), Err(FitError::TooManyChannels(MAX_CHANNELS + 1)));
-        assert!(MarkovFit::fit(&paths[..MAX_CHANNELS]).is_ok());
+        assert_eq!(MarkovFit::fit(&paths), Err(FitError::TooManyChannels(MAX_FIT_CHANNELS + 1)));
+        assert!(MarkovFit::fit(&paths[..MAX_FIT_CHANNELS]).is_ok());
     }
 
     #[test]
@@ -659,6 +765,12 @@ pub(crate) mod tests {
             MarkovFit::from_parts(names(&["a"]), vec![f64::NAN], 0.5),
             Err(FitError::BadRemovalEffect(..))
         ));
+        for p in [0.0, 1.5, f64::NAN] {
+            assert!(matches!(
+                MarkovFit::from_parts(names(&["a"]), vec![1.0], p),
+                Err(FitError::BadConversionProbability(_))
+            ));
+        }
     }
 
     #[test]
@@ -743,8 +855,9 @@ pub(crate) mod tests {
             for r in 0..m {
                 if r != col {
                     let f = a[r][col] / a[col][col];
-                    for k in col..=m {
-                        a[r][k] -= f * a[col][k];
+                    let pivot_row = a[col].clone();
+                    for (x, p) in a[r].iter_mut().zip(pivot_row).skip(col) {
+                        *x -= f * p;
                     }
                 }
             }

@@ -36,7 +36,7 @@
 //! follow name order, so the same paths in any order give bit-identical fits.
 
 use super::markov::{
-    cents_from_weights, distinct_sorted, intern, weights_from_values, FitError, PathCount, MAX_CHANNELS,
+    cents_from_weights, distinct_sorted, intern, weights_from_values, FitError, PathCount, MAX_FIT_CHANNELS,
 };
 use std::collections::HashMap;
 
@@ -67,16 +67,18 @@ pub struct ShapleyFit {
 
 impl ShapleyFit {
     /// Fits the model to aggregated paths. Errors when no journey converts and above
-    /// [`MAX_CHANNELS`] channels. Paths without channels count in no coalition (their
+    /// [`MAX_FIT_CHANNELS`] channels. Paths without channels count in no coalition (their
     /// conversions belong to whatever the caller credits for no touchpoint).
     pub fn fit(paths: &[PathCount]) -> Result<ShapleyFit, FitError> {
-        let interned = intern(paths)?;
-        if interned.conversions.iter().all(|c| *c == 0) {
-            return Err(FitError::NoConversions);
-        }
+        // Aggregated by set in the ids of first appearance, then renamed to name order.
         let mut by_set: HashMap<Vec<u32>, (u128, u128)> = HashMap::new();
         let mut set: Vec<u32> = Vec::new();
-        for (ids, conversions, nulls) in interned.paths().filter(|(ids, _, _)| !ids.is_empty()) {
+        let mut any_conversion = false;
+        let names = intern(paths, |ids, conversions, nulls| {
+            any_conversion |= conversions > 0;
+            if ids.is_empty() {
+                return;
+            }
             set.clear();
             set.extend_from_slice(ids);
             set.sort_unstable();
@@ -91,11 +93,23 @@ impl ShapleyFit {
                     by_set.insert(set.clone(), (u128::from(conversions), journeys));
                 }
             }
+        })?;
+        if !any_conversion {
+            return Err(FitError::NoConversions);
         }
-        let mut sets: Vec<(Vec<u32>, (u128, u128))> =
-            by_set.into_iter().filter(|(_, (c, _))| *c > 0).collect();
+        let mut sets: Vec<(Vec<u32>, (u128, u128))> = by_set
+            .into_iter()
+            .filter(|(_, (c, _))| *c > 0)
+            .map(|(mut ids, counts)| {
+                for id in &mut ids {
+                    *id = names.rank[*id as usize];
+                }
+                ids.sort_unstable();
+                (ids, counts)
+            })
+            .collect();
         sets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(ShapleyFit::build(interned.names, sets))
+        Ok(ShapleyFit::build(names.names, sets))
     }
 
     /// Restores a stored fit: the channels in name order and the converting coalitions (in
@@ -105,7 +119,7 @@ impl ShapleyFit {
         channels: Vec<String>,
         coalitions: Vec<Coalition>,
     ) -> Result<ShapleyFit, FitError> {
-        if channels.len() > MAX_CHANNELS {
+        if channels.len() > MAX_FIT_CHANNELS {
             return Err(FitError::TooManyChannels(channels.len()));
         }
         if channels.windows(2).any(|w| w[0] >= w[1]) {
@@ -263,9 +277,11 @@ impl ShapleyFit {
         }
         let (inside, outside) = coefficients(n);
         let enumerate = match method {
-            Method::Enumerate => true,
-            Method::Scan => false,
             Method::Cheaper => k < 32 && (1u64 << k) <= self.sets.len() as u64,
+            #[cfg(test)]
+            Method::Enumerate => true,
+            #[cfg(test)]
+            Method::Scan => false,
         };
         let mut found: Vec<(usize, u64)> = Vec::new(); // (coalition, membership mask) or…
         let mut members: Vec<Vec<bool>> = Vec::new(); // …membership for large sets
@@ -305,9 +321,14 @@ impl ShapleyFit {
 /// How [`ShapleyFit::phi`] finds the observed subsets; all give bit-identical results.
 #[derive(Clone, Copy)]
 enum Method {
-    Enumerate,
-    Scan,
+    /// Whichever costs fewer steps for the set at hand.
     Cheaper,
+    /// Look up every subset (the tests force each way to compare them).
+    #[cfg(test)]
+    Enumerate,
+    /// Test every observed coalition for being a subset.
+    #[cfg(test)]
+    Scan,
 }
 
 /// Which of `of`'s members are in `set` (both sorted), or `None` if `set ⊄ of`.
