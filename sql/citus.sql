@@ -42,6 +42,10 @@ DECLARE
          'FOREIGN KEY (tenant_id) REFERENCES %1$s.attribution_tenants (id)'],
         ['attribution_touchpoints', 'attribution_touchpoints_tenant_id_fkey',
          'FOREIGN KEY (tenant_id) REFERENCES %1$s.attribution_tenants (id)'],
+        ['attribution_model_fits', 'attribution_model_fits_tenant_id_fkey',
+         'FOREIGN KEY (tenant_id) REFERENCES %1$s.attribution_tenants (id)'],
+        ['attribution_model_fits', 'attribution_model_fits_model_version_fkey',
+         'FOREIGN KEY (model_version) REFERENCES %1$s.attribution_models (model_version)'],
         ['attribution_tenant_models', 'attribution_tenant_models_tenant_id_fkey',
          'FOREIGN KEY (tenant_id) REFERENCES %1$s.attribution_tenants (id)'],
         ['attribution_tenant_models', 'attribution_tenant_models_model_version_fkey',
@@ -51,7 +55,7 @@ DECLARE
     -- attribution_events first: the others are co-located with it.
     tenant_tables constant text[] := ARRAY['attribution_events', 'attribution_allocations',
         'attribution_recompute_jobs', 'worker_failed_jobs', 'attribution_event_changes',
-        'attribution_touchpoints'];
+        'attribution_touchpoints', 'attribution_model_fits'];
     pending boolean := false;
     i integer;
     -- Run on every node, before any table is distributed: the coordinator's table and

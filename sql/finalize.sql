@@ -100,9 +100,15 @@ REVOKE EXECUTE ON FUNCTION attribution_tenant_models_schedule(), attribution_tou
 -- A conversion credits a handful of channels, not the planner's default of 1,000 rows
 -- per set-returning function: with that estimate a window's statement looked expensive
 -- enough to be JIT-compiled, which took longer than running it.
-ALTER FUNCTION attribution_touch_split(bigint, timestamptz, timestamptz[], text[], text, text) ROWS 4;
+ALTER FUNCTION attribution_touch_split(bigint, timestamptz, timestamptz[], text[], text, text, bigint) ROWS 4;
 -- Pure Rust, like attribution_split_cents: no SQL, no pinned search_path needed.
 GRANT EXECUTE ON FUNCTION
     attribution_check_model(text, text[], jsonb),
-    attribution_touch_split(bigint, timestamptz, timestamptz[], text[], text, text)
+    attribution_touch_split(bigint, timestamptz, timestamptz[], text[], text, text, bigint)
 TO attribution_app;
+-- Fitting writes the tenant's fit and schedules its windows: as the extension's owner,
+-- for the caller's tenant only (src/tenancy.rs), like compute_allocations().
+ALTER FUNCTION attribution_fit_model(uuid, text, timestamptz, timestamptz)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION attribution_fit_model(uuid, text, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION attribution_fit_model(uuid, text, timestamptz, timestamptz) TO attribution_app;

@@ -77,6 +77,10 @@ pub fn compute_window(
     let locks = WindowLocks { tenant_id, model_version, window, wait };
     if let Some(touch) = &model.touch {
         // Multi-touch: one statement, full or incremental, holding the days exclusively.
+        // A data-driven model allocates with the tenant's latest fit (55000 without one).
+        let fit_id =
+            if touch.data_driven { Some(crate::fits::latest(tenant_id, model_version)?) } else { None };
+        let touch = &TouchKind { fit_id, ..touch.clone() };
         locks.take_days(pg_sys::ExclusiveLock);
         let args = Args { tenant_id, window, model_version, model: &model, correlation_id };
         let (events, written) = if pass == Pass::First && !incremental {
@@ -532,6 +536,7 @@ fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant
             TEXTOID,
             TEXTOID,
             INT8OID,
+            INT8OID,
         ]),
         |schema| touch_statement_sql(variant, schema),
     );
@@ -549,6 +554,7 @@ fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant
                     touch.params.as_str().into(),
                     args.correlation_id.into(),
                     touch.lookback.into(),
+                    touch.fit_id.into(),
                 ],
             )
             .expect("computing multi-touch allocations")
@@ -562,7 +568,7 @@ fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant
 
 /// The SQL of a multi-touch computation. Parameters: $1 tenant, $2 and $3 the window, $4
 /// the model version, $5 and $6 its kind and parameters, $7 the correlation id, $8 its
-/// lookback in microseconds (NULL: unlimited).
+/// lookback in microseconds (NULL: unlimited), $9 the fit of a data-driven model.
 ///
 /// Each conversion's path is its customer's touchpoints up to the conversion (within the
 /// lookback), read through attribution_touchpoints_path_idx; attribution_touch_split
@@ -637,7 +643,7 @@ fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
                                - pg_catalog.make_interval(secs => $8::float8 / 1000000))
                     ) AS tp ON true
               CROSS JOIN LATERAL {schema}.attribution_touch_split(e.revenue_cents, e.occurred_at,
-                                     tp.touch_at, tp.touch_channels, $5, $6) AS s
+                                     tp.touch_at, tp.touch_channels, $5, $6, $9) AS s
          ),
          upserted AS (
              INSERT INTO {schema}.attribution_allocations AS a
@@ -869,6 +875,10 @@ pub struct TouchKind {
     pub kind: String,
     pub params: String,
     pub lookback: Option<i64>,
+    /// Markov or Shapley: allocations need the tenant's latest fit.
+    pub data_driven: bool,
+    /// The fit a computation uses (set just before it runs).
+    pub fit_id: Option<i64>,
 }
 
 /// The model, or UnknownModel.
@@ -897,11 +907,12 @@ pub fn load_model(model_version: &str) -> Result<Model, AttributionError> {
         Ok((_, _, Some(channels_ever_changed), changed_at, Some(kind), Some(params)))
             if kind != "weighted" =>
         {
-            let lookback = crate::engine::model::parse(&kind, &params)?.path.lookback;
+            let parsed = crate::engine::model::parse(&kind, &params)?;
+            let (lookback, data_driven) = (parsed.path.lookback, parsed.data_driven());
             Ok(Model {
                 channels: Vec::new(),
                 weights: Vec::new(),
-                touch: Some(TouchKind { kind, params, lookback }),
+                touch: Some(TouchKind { kind, params, lookback, data_driven, fit_id: None }),
                 channels_ever_changed,
                 changed_at: changed_at.map(i64::from),
             })

@@ -3,6 +3,7 @@
 
 use crate::engine::allocation::SplitError;
 use crate::engine::correlation::CorrelationIdError;
+use crate::engine::markov::FitError;
 use crate::engine::model::ModelError;
 use crate::engine::window::WindowError;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -37,6 +38,12 @@ pub enum AttributionError {
     ModelShape(&'static str),
     #[error("touch_at and touch_channels must have the same length, without NULLs")]
     TouchArrays,
+    #[error("tenant {tenant} has no fit of model \"{model_version}\" yet")]
+    NoFit { tenant: String, model_version: String },
+    #[error("cannot fit the model: {0}")]
+    Fit(#[from] FitError),
+    #[error("{0}")]
+    FitNotLoaded(String),
 }
 
 impl AttributionError {
@@ -57,6 +64,8 @@ impl AttributionError {
             Self::UnknownFailedJob(_) => ERRCODE_NO_DATA_FOUND,
             Self::TenantMismatch { .. } | Self::TriggerMisplaced(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             Self::Model(_) | Self::ModelShape(_) | Self::TouchArrays => ERRCODE_INVALID_PARAMETER_VALUE,
+            Self::NoFit { .. } | Self::FitNotLoaded(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Self::Fit(_) => ERRCODE_DATA_EXCEPTION,
         }
     }
 
@@ -90,6 +99,11 @@ impl AttributionError {
                 Some("See the README, \"Multi-touch models\", for each kind's parameters.")
             }
             Self::TouchArrays => None,
+            Self::NoFit { .. } => Some("Fit it with attribution_fit_model(tenant_id, model_version, period_start, period_end)."),
+            Self::Fit(_) => Some("A fit needs converting journeys in the period, over at most 512 channels."),
+            Self::FitNotLoaded(_) => Some(
+                "Data-driven models allocate through compute_allocations() and the workers, which load the tenant's latest fit.",
+            ),
         }
     }
 

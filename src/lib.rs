@@ -14,6 +14,7 @@ mod compute;
 mod convert;
 pub mod engine;
 mod errors;
+mod fits;
 mod gucs;
 mod names;
 mod queue;

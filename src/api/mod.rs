@@ -2,6 +2,7 @@
 //! convert results back; the rules themselves live in `engine` and `queue`.
 
 pub mod compute;
+pub mod fit;
 pub mod redrive;
 pub mod schedule;
 pub mod split;

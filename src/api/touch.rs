@@ -2,8 +2,8 @@
 //! split the computing statement calls (src/compute.rs). The rules live in
 //! `engine::model` and `engine::touch`.
 
-use crate::engine::model::{self, TouchModel};
-use crate::engine::touch::{allocate_with_shares, Touchpoint};
+use crate::engine::model::{self, Credit, TouchModel};
+use crate::engine::touch::{allocate_by_weights, allocate_with_shares, counting_path, Touchpoint};
 use crate::errors::{AttributionError, OrReport};
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -61,8 +61,13 @@ fn touch_model(kind: &str, params: &str) -> TouchModel {
 
 /// One conversion's cents per channel under a multi-touch model: its customer's
 /// touchpoints (times and channels, any order), the model's kind and parameters (JSON
-/// text). Channels in name order; the shares are each channel's credit.
-#[pg_extern(immutable, parallel_safe)]
+/// text), and for a data-driven kind the id of the fit to use. Channels in name order;
+/// the shares are each channel's credit.
+///
+/// Runs no SQL: a data-driven kind's fit must have been loaded by this session for the
+/// tenant of the current context (compute_allocations() and the workers do that before
+/// they compute), so no session can read another tenant's fit through it.
+#[pg_extern(stable, parallel_safe)]
 #[allow(clippy::type_complexity)]
 fn attribution_touch_split(
     revenue_cents: Option<i64>,
@@ -71,6 +76,7 @@ fn attribution_touch_split(
     touch_channels: Option<Vec<Option<String>>>,
     kind: Option<&str>,
     params: Option<&str>,
+    fit_id: default!(Option<i64>, "NULL"),
 ) -> TableIterator<'static, (name!(channel, String), name!(ratio, f64), name!(cents, i64))> {
     let revenue = super::require(revenue_cents, "revenue_cents").or_report();
     let converted_at: i64 = super::require(converted_at, "converted_at").or_report().into();
@@ -89,5 +95,52 @@ fn attribution_touch_split(
             _ => AttributionError::TouchArrays.report(),
         })
         .collect();
-    TableIterator::new(allocate_with_shares(revenue, converted_at, &touches, &model.rule, &model.path))
+    match &model.credit {
+        Credit::Rule(rule) => {
+            TableIterator::new(allocate_with_shares(revenue, converted_at, &touches, rule, &model.path))
+        }
+        Credit::Markov | Credit::Shapley => {
+            let fit = loaded_fit(fit_id);
+            let channels: Vec<String> =
+                counting_path(converted_at, &touches, &model.path).into_iter().map(|t| t.channel).collect();
+            TableIterator::new(allocate_by_weights(
+                revenue,
+                fit.path_weights(&channels),
+                &model.path.no_touch_channel,
+            ))
+        }
+    }
+}
+
+/// The fit this session loaded for the current tenant context, or a clear error.
+fn loaded_fit(fit_id: Option<i64>) -> std::rc::Rc<crate::fits::Fit> {
+    let Some(fit_id) = fit_id else {
+        AttributionError::FitNotLoaded("a data-driven model needs the id of its fit".into()).report()
+    };
+    // SAFETY: reads a registered setting's current value; missing_ok, as it may be unset.
+    let value = unsafe { pg_sys::GetConfigOption(c"attribution.tenant_id".as_ptr(), true, false) };
+    let tenant = (!value.is_null())
+        .then(|| unsafe { std::ffi::CStr::from_ptr(value) }.to_str().ok())
+        .flatten()
+        .and_then(|s| pgrx::Uuid::from_slice(&uuid_bytes(s)?).ok());
+    match tenant.and_then(|t| crate::fits::cached(t, fit_id)) {
+        Some(fit) => fit,
+        None => AttributionError::FitNotLoaded(format!(
+            "fit {fit_id} is not loaded in this session for the current tenant"
+        ))
+        .report(),
+    }
+}
+
+/// The 16 bytes of a uuid in its canonical text form.
+fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(bytes)
 }

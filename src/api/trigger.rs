@@ -334,16 +334,13 @@ fn on_own_table(trigger: &PgTrigger<'_>, table: &str) -> bool {
 /// (run with the trigger's transition tables) returns, for the tenants it returns with it
 /// (NULL: every tenant).
 fn enqueue_full_passes(trigger: &PgTrigger<'_>, targets_sql: &str) {
-    let width = gucs::window_width_seconds();
-    let schema = catalog::schema();
-    let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref()).or_report();
-    let (targets, buckets) = Spi::connect(|client| {
+    let targets = Spi::connect(|client| {
         // SAFETY: as in touched_buckets.
         let rc = unsafe {
             pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
         };
         assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
-        let targets: Vec<(String, Option<Vec<pgrx::Uuid>>)> = client
+        client
             .select(targets_sql, None, &[])
             .expect("reading the changed models")
             .map(|row| {
@@ -352,21 +349,32 @@ fn enqueue_full_passes(trigger: &PgTrigger<'_>, targets_sql: &str) {
                     row.get::<Vec<pgrx::Uuid>>(2).expect("tenants"),
                 )
             })
-            .collect();
-        if targets.is_empty() {
-            return Ok((targets, BTreeSet::new()));
-        }
-        // Only the tenants some target names, unless one applies to every tenant.
-        let tenants: Option<Vec<pgrx::Uuid>> = targets
-            .iter()
-            .map(|(_, tenants)| tenants.clone())
-            .collect::<Option<Vec<_>>>()
-            .map(|lists| lists.into_iter().flatten().collect());
-        // Runs as the extension's owner: every tenant's events.
-        let sql = format!(
-            "SELECT DISTINCT tenant_id, {BUCKET} FROM {schema}.attribution_events
-              WHERE $2::uuid[] IS NULL OR tenant_id OPERATOR(pg_catalog.=) ANY ($2::uuid[])"
-        );
+            .collect::<Vec<_>>()
+    });
+    enqueue_full(&targets);
+}
+
+/// Enqueues a full pass of every window holding events, for each (model, tenants) of
+/// `targets` (tenants None: every tenant). Runs as the extension's owner (the callers
+/// are SECURITY DEFINER) and reads every tenant's events, grouped by tenant and bucket.
+pub fn enqueue_full(targets: &[(String, Option<Vec<pgrx::Uuid>>)]) {
+    if targets.is_empty() {
+        return;
+    }
+    let width = gucs::window_width_seconds();
+    let schema = catalog::schema();
+    let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref()).or_report();
+    // Only the tenants some target names, unless one applies to every tenant.
+    let tenants: Option<Vec<pgrx::Uuid>> = targets
+        .iter()
+        .map(|(_, tenants)| tenants.clone())
+        .collect::<Option<Vec<_>>>()
+        .map(|lists| lists.into_iter().flatten().collect());
+    let sql = format!(
+        "SELECT DISTINCT tenant_id, {BUCKET} FROM {schema}.attribution_events
+          WHERE $2::uuid[] IS NULL OR tenant_id OPERATOR(pg_catalog.=) ANY ($2::uuid[])"
+    );
+    let buckets = Spi::connect(|client| {
         let mut buckets = BTreeSet::new();
         for row in
             client.select(&sql, None, &[width.into(), tenants.into()]).expect("reading the event buckets")
@@ -376,7 +384,7 @@ fn enqueue_full_passes(trigger: &PgTrigger<'_>, targets_sql: &str) {
             let start = start.ok_or(WindowError::BeyondRange)?;
             buckets.insert((tenant, Window::schedulable_bucket(start.into(), width)?));
         }
-        Ok::<_, AttributionError>((targets, buckets))
+        Ok::<_, AttributionError>(buckets)
     })
     .or_report();
     let requests: Vec<JobRequest> = buckets

@@ -9,14 +9,40 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 /// The kinds of multi-touch models (`weighted`, the fixed-weight split, is not one).
-pub const TOUCH_KINDS: [&str; 6] =
-    ["first_touch", "last_touch", "last_non_direct", "linear", "position_based", "time_decay"];
+pub const TOUCH_KINDS: [&str; 8] = [
+    "first_touch",
+    "last_touch",
+    "last_non_direct",
+    "linear",
+    "position_based",
+    "time_decay",
+    "markov",
+    "shapley",
+];
+
+/// How a multi-touch model credits the touchpoints that count.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Credit {
+    /// A fixed rule (engine::touch).
+    Rule(Rule),
+    /// In proportion to each channel's removal effect in the tenant's latest Markov fit.
+    Markov,
+    /// In proportion to each channel's Shapley value in the tenant's latest fit.
+    Shapley,
+}
 
 /// A multi-touch model, ready to allocate conversions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TouchModel {
-    pub rule: Rule,
+    pub credit: Credit,
     pub path: PathRules,
+}
+
+impl TouchModel {
+    /// Whether the model needs a fit (attribution_fit_model) to allocate.
+    pub fn data_driven(&self) -> bool {
+        matches!(self.credit, Credit::Markov | Credit::Shapley)
+    }
 }
 
 #[derive(Debug, Error, PartialEq)]
@@ -109,6 +135,13 @@ pub fn parse(kind: &str, params: &str) -> Result<TouchModel, ModelError> {
         },
     };
     let rule = match kind {
+        "markov" | "shapley" => {
+            // Data-driven: the fit gives the credit; the path rules still choose the
+            // touchpoints that count. Checked with a rule that accepts any path.
+            validate(&Rule::Linear, &path)?;
+            let credit = if kind == "markov" { Credit::Markov } else { Credit::Shapley };
+            return Ok(TouchModel { credit, path });
+        }
         "first_touch" => Rule::FirstTouch,
         "last_touch" | "last_non_direct" => Rule::LastTouch,
         "linear" => Rule::Linear,
@@ -126,7 +159,7 @@ pub fn parse(kind: &str, params: &str) -> Result<TouchModel, ModelError> {
         _ => unreachable!("checked against TOUCH_KINDS"),
     };
     validate(&rule, &path)?;
-    Ok(TouchModel { rule, path })
+    Ok(TouchModel { credit: Credit::Rule(rule), path })
 }
 
 /// Longest lookback or half-life accepted: 100 years, far inside the timestamp range.
@@ -161,14 +194,18 @@ mod tests {
     #[test]
     fn defaults_per_kind() {
         let m = parse("linear", "{}").unwrap();
-        assert_eq!(m.rule, Rule::Linear);
+        assert_eq!(m.credit, Credit::Rule(Rule::Linear));
         assert_eq!(m.path, PathRules::default());
         let m = parse("last_non_direct", "{}").unwrap();
-        assert_eq!(m.rule, Rule::LastTouch);
+        assert_eq!(m.credit, Credit::Rule(Rule::LastTouch));
         assert_eq!(m.path.skip_channels, vec!["direct".to_owned()]);
-        assert_eq!(parse("position_based", "{}").unwrap().rule, Rule::U_SHAPED);
-        assert_eq!(parse("time_decay", "{}").unwrap().rule, Rule::TIME_DECAY_7_DAYS);
-        assert_eq!(parse("first_touch", "{}").unwrap().rule, Rule::FirstTouch);
+        assert_eq!(parse("position_based", "{}").unwrap().credit, Credit::Rule(Rule::U_SHAPED));
+        assert_eq!(parse("time_decay", "{}").unwrap().credit, Credit::Rule(Rule::TIME_DECAY_7_DAYS));
+        assert_eq!(parse("first_touch", "{}").unwrap().credit, Credit::Rule(Rule::FirstTouch));
+        let m = parse("markov", r#"{"collapse_repeats": true}"#).unwrap();
+        assert!(m.data_driven() && m.credit == Credit::Markov && m.path.collapse_repeats);
+        assert_eq!(parse("shapley", "{}").unwrap().credit, Credit::Shapley);
+        assert!(!parse("linear", "{}").unwrap().data_driven());
     }
 
     #[test]
@@ -179,7 +216,7 @@ mod tests {
                 "skip_channels": ["direct", "organic"], "collapse_repeats": true, "no_touch_channel": "unknown"}"#,
         )
         .unwrap();
-        assert_eq!(m.rule, Rule::PositionBased { first: 30, middle: 0, last: 70 });
+        assert_eq!(m.credit, Credit::Rule(Rule::PositionBased { first: 30, middle: 0, last: 70 }));
         assert_eq!(m.path.lookback, Some(7 * MICROS_PER_DAY + MICROS_PER_DAY / 2));
         assert_eq!(m.path.last_n, Some(4));
         assert_eq!(m.path.skip_channels, vec!["direct".to_owned(), "organic".to_owned()]);
@@ -187,8 +224,8 @@ mod tests {
         assert_eq!(m.path.no_touch_channel, "unknown");
         assert_eq!(parse("linear", r#"{"lookback_days": null}"#).unwrap().path.lookback, None);
         assert_eq!(
-            parse("time_decay", r#"{"half_life_days": 1}"#).unwrap().rule,
-            Rule::TimeDecay { half_life: MICROS_PER_DAY }
+            parse("time_decay", r#"{"half_life_days": 1}"#).unwrap().credit,
+            Credit::Rule(Rule::TimeDecay { half_life: MICROS_PER_DAY })
         );
     }
 
@@ -204,6 +241,10 @@ mod tests {
         ));
         // A parameter of another kind is unknown here.
         assert!(matches!(parse("linear", r#"{"first": 3}"#), Err(ModelError::UnknownParameter { .. })));
+        assert!(matches!(
+            parse("markov", r#"{"half_life_days": 3}"#),
+            Err(ModelError::UnknownParameter { .. })
+        ));
         for (kind, params, key) in [
             ("linear", r#"{"lookback_days": 0}"#, "lookback_days"),
             ("linear", r#"{"lookback_days": -1}"#, "lookback_days"),

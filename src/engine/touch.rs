@@ -207,6 +207,25 @@ pub fn allocate(
         .collect()
 }
 
+/// Cents and shares from integer weights per channel (a data-driven model's
+/// path_weights); `no_touch_channel` takes everything when there are none.
+pub fn allocate_by_weights(
+    revenue: i64,
+    weights: Vec<(String, u128)>,
+    no_touch_channel: &str,
+) -> Vec<(String, f64, i64)> {
+    if weights.is_empty() {
+        return vec![(no_touch_channel.to_owned(), 1.0, revenue)];
+    }
+    let w: Vec<u128> = weights.iter().map(|(_, w)| *w).collect();
+    let total = w.iter().sum::<u128>() as f64;
+    weights
+        .into_iter()
+        .zip(split_cents_wide(revenue, &w))
+        .map(|((channel, w), cents)| (channel, w as f64 / total, cents))
+        .collect()
+}
+
 /// [`allocate`], with each channel's share of the credit (credit / total credit; the
 /// shares sum to 1 up to floating-point rounding) between its name and its cents.
 pub fn allocate_with_shares(

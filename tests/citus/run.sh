@@ -99,12 +99,12 @@ layout=$(sql -c "SELECT string_agg(logicalrelid::text || ':' || partmethod::text
                                    CASE WHEN partmethod = 'h' THEN column_to_column_name(logicalrelid, partkey) ELSE '' END,
                                    ',' ORDER BY logicalrelid::text)
                    FROM pg_dist_partition")
-assert_eq "$layout" "attribution_allocations:h:tenant_id,attribution_event_changes:h:tenant_id,attribution_events:h:tenant_id,attribution_models:n:,attribution_recompute_jobs:h:tenant_id,attribution_tenant_models:n:,attribution_tenants:n:,attribution_touchpoints:h:tenant_id,worker_failed_jobs:h:tenant_id" \
+assert_eq "$layout" "attribution_allocations:h:tenant_id,attribution_event_changes:h:tenant_id,attribution_events:h:tenant_id,attribution_model_fits:h:tenant_id,attribution_models:n:,attribution_recompute_jobs:h:tenant_id,attribution_tenant_models:n:,attribution_tenants:n:,attribution_touchpoints:h:tenant_id,worker_failed_jobs:h:tenant_id" \
     "tenant tables are distributed by tenant_id, registries are reference tables"
 assert_eq "$(sql -c "SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE partmethod = 'h'")" 1 \
     "the tenant tables are co-located"
 again=$(sql -c "SELECT count(*) FROM attribution_distribute()")
-assert_eq "$again" 9 "attribution_distribute() again changes nothing and reports the same nine tables"
+assert_eq "$again" 10 "attribution_distribute() again changes nothing and reports the same ten tables"
 assert_eq "$(sql -c "SELECT (SELECT count(*) FROM attribution_events) || '/' || (SELECT count(*) FROM attribution_allocations)
                      || '/' || (SELECT count(*) FROM attribution_recompute_jobs)")" "$before" \
     "every event, allocation and job moved into the shards"

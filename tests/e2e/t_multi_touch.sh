@@ -168,3 +168,59 @@ assert_eq "$(sql -c "$(cents_off_sql "'mt-decay'" "e.tenant_id = '$A'")")" 0 "ti
 sql -c "UPDATE attribution_models SET params = '{\"lookback_days\": 2}' WHERE model_version = 'mt-last-nd'" >/dev/null
 wait_for_drain 60
 assert_eq "$(diff_of mt-last-nd "$LAST_ND" '2 days')" 0/0 "last non-direct after its lookback changed to 2 days: as computed from the definition"
+
+# Data-driven models: fitted per tenant on its journeys, then allocated with the fit.
+sql -c "INSERT INTO attribution_models (model_version, kind) VALUES ('mt-markov', 'markov'), ('mt-shapley', 'shapley')" >/dev/null
+assert_eq "$(sqlstate_of as_app "$A" -c "SELECT * FROM compute_allocations('$A', '2026-03-10Z', '2026-03-11Z', 'mt-markov')")" 55000 \
+    "a data-driven model without a fit does not compute (55000)"
+assert_eq "$(sqlstate_of as_app "$A" -c "SELECT * FROM attribution_fit_model('$A', 'mt-linear', '2026-03-01Z', '2026-04-01Z')")" 22023 \
+    "only data-driven models are fitted (22023)"
+assert_eq "$(sqlstate_of as_app "$A" -c "SELECT * FROM attribution_fit_model('$B', 'mt-markov', '2026-03-01Z', '2026-04-01Z')")" 42501 \
+    "tenant A cannot fit tenant B's model (42501)"
+assert_eq "$(sqlstate_of as_app "$A" -c "SELECT * FROM attribution_fit_model('$A', 'mt-markov', '2026-04-01Z', '2026-03-01Z')")" 22023 \
+    "an empty period is refused (22023)"
+for m in mt-markov mt-shapley; do
+    fitted=$(as_app "$A" -c "SELECT count(*) || ' ' || round(sum(share)::numeric, 9) FROM attribution_fit_model('$A', '$m', '2026-03-01Z', '2026-04-01Z')")
+    assert_eq "$fitted" "5 1.000000000" "$m: fitted on tenant A's journeys, five channels whose shares sum to 1"
+    as_app "$A" -c "INSERT INTO attribution_tenant_models (tenant_id, model_version) VALUES ('$A', '$m')" >/dev/null
+done
+wait_for_drain 60
+assert_eq "$(sql -c "SELECT count(*) FROM attribution_recompute_jobs WHERE status <> 'succeeded'")" 0 "every job succeeded"
+for m in mt-markov mt-shapley; do
+    assert_eq "$(sql -c "SELECT count(DISTINCT event_id) FROM attribution_allocations WHERE tenant_id = '$A' AND model_version = '$m'")" 300 \
+        "$m: every conversion of tenant A allocated"
+    assert_eq "$(sql -c "$(cents_off_sql "'$m'" "e.tenant_id = '$A'")")" 0 "$m: every conversion's cents add up to its revenue"
+done
+# Markov: each conversion's channels share its revenue in proportion to their removal
+# effects in the fit (the weights are rounded to 2^40 parts, hence the tolerance).
+off=$(sql <<SQL
+WITH fit AS (
+    SELECT u.channel, u.re FROM attribution_model_fits f, unnest(f.channels, f.channel_values) AS u(channel, re)
+     WHERE f.tenant_id = '$A' AND f.model_version = 'mt-markov'
+), conv AS (
+    SELECT e.id, e.occurred_at, coalesce(e.customer_key, e.raw_payload ->> 'customer_key') AS cust
+      FROM attribution_events e WHERE e.tenant_id = '$A'
+), path AS (
+    SELECT DISTINCT c.id, t.channel FROM conv c JOIN attribution_touchpoints t
+        ON t.tenant_id = '$A' AND t.customer_key = c.cust
+       AND t.occurred_at <= c.occurred_at AND t.occurred_at >= c.occurred_at - interval '30 days'
+), expected AS (
+    SELECT p.id, p.channel, f.re / sum(f.re) OVER (PARTITION BY p.id) AS ratio
+      FROM path p JOIN fit f USING (channel)
+)
+SELECT count(*) FROM expected x
+  LEFT JOIN attribution_allocations a
+    ON a.tenant_id = '$A' AND a.model_version = 'mt-markov' AND a.event_id = x.id AND a.channel = x.channel
+ WHERE a.allocation_ratio IS NULL OR abs(a.allocation_ratio - x.ratio) > 1e-9
+SQL
+)
+assert_eq "$off" 0 "markov: every channel's share of a conversion is its removal effect over the path's"
+# A session that computed tenant A's Markov allocations cannot use A's fit once it acts
+# for tenant B (a pooled connection changing tenants).
+fit_id=$(sql -c "SELECT max(id) FROM attribution_model_fits WHERE tenant_id = '$A' AND model_version = 'mt-markov'")
+leak=$(as_app "$A" -v VERBOSITY=verbose \
+    -c "SELECT count(*) FROM compute_allocations('$A', '2026-03-10Z', '2026-03-11Z', 'mt-markov')" \
+    -c "SELECT set_config('attribution.tenant_id', '$B', false)" \
+    -c "SELECT * FROM attribution_touch_split(100, '2026-03-10Z', ARRAY['2026-03-09Z']::timestamptz[], ARRAY['email'], 'markov', '{}', $fit_id)" 2>&1 || true)
+[[ $leak == *"55000"*"not loaded in this session for the current tenant"* ]] || fail "another tenant's fit was usable: $leak"
+echo "  ok: ... it is refused (55000)"
