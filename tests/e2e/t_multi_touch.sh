@@ -179,6 +179,9 @@ assert_eq "$(sqlstate_of as_app "$A" -c "SELECT * FROM attribution_fit_model('$B
     "tenant A cannot fit tenant B's model (42501)"
 assert_eq "$(sqlstate_of as_app "$A" -c "SELECT * FROM attribution_fit_model('$A', 'mt-markov', '2026-04-01Z', '2026-03-01Z')")" 22023 \
     "an empty period is refused (22023)"
+assert_eq "$(sqlstate_of as_app "$A" -c "SELECT * FROM attribution_fit_model('$A', 'mt-markov', '2027-01-01Z', '2027-02-01Z')")" 22000 \
+    "a period without a conversion cannot be fitted (22000)"
+assert_eq "$(sql -c "SELECT count(*) FROM attribution_model_fits")" 0 "no refused fit was written"
 for m in mt-markov mt-shapley; do
     fitted=$(as_app "$A" -c "SELECT count(*) || ' ' || round(sum(share)::numeric, 9) FROM attribution_fit_model('$A', '$m', '2026-03-01Z', '2026-04-01Z')")
     assert_eq "$fitted" "5 1.000000000" "$m: fitted on tenant A's journeys, five channels whose shares sum to 1"
