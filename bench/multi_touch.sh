@@ -25,14 +25,14 @@ cluster_psql "$DATA" "$PORT" -d postgres -c "CREATE DATABASE attribution_bench" 
 q -c "CREATE EXTENSION pg_attribution" -c "$(tenants_sql)" >/dev/null
 poll_until 60 q -c "SELECT workers = 2 FROM attribution_queue_health"
 
-MODELS="first_touch last_touch last_non_direct linear position_based time_decay"
-log "$CONVERSIONS conversions, about 5 touchpoints each over 20 channels"
+MODELS="first_touch last_touch last_non_direct linear position_based time_decay markov shapley"
+log "$CONVERSIONS conversions, about 5 touchpoints each over 20 channels (and half as many customers who did not convert)"
 q >/dev/null <<SQL
 INSERT INTO attribution_models (model_version, kind) VALUES $(for m in $MODELS; do printf "('mt-%s', '%s')," "$m" "$m"; done | sed 's/,$//');
 INSERT INTO attribution_touchpoints (tenant_id, customer_key, occurred_at, channel)
 SELECT '$TENANT_A', 'c' || c, timestamptz '2026-03-01Z' + ((c::bigint * 7919 + k * 104729) % (10 * 24 * 60)) * interval '1 minute',
        'channel_' || ((c * 31 + k * 17) % 20)
-  FROM generate_series(1, $CONVERSIONS) c, generate_series(1, 9) k
+  FROM generate_series(1, $CONVERSIONS * 3 / 2) c, generate_series(1, 9) k
  WHERE k <= 1 + c % 9;
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents, customer_key)
 SELECT gen_random_uuid(), '$TENANT_A', timestamptz '2026-03-05Z' + ((c::bigint * 15485863) % (10 * 24 * 60)) * interval '1 minute',
@@ -58,6 +58,15 @@ log "each model's first computation of the $CONVERSIONS conversions (10 daily wi
 read -r base_ms base_rate < <(run baseline "$(weighted baseline)")
 printf '  %-22s %9s ms %8s events/s\n' "weighted (baseline)" "$base_ms" "$base_rate"
 for m in $MODELS; do
+    if [ "$m" = markov ] || [ "$m" = shapley ]; then
+        fit=$(q <<SQL
+\\timing on
+SELECT count(*) FROM attribution_fit_model('$TENANT_A', 'mt-$m', '2026-02-01Z', '2026-04-01Z');
+SQL
+)
+        printf '  %-22s fitted in %s ms (attribution_fit_model: the journeys read from the tables, then the fit)\n' "$m" \
+            "$(grep -o 'Time: [0-9.]*' <<< "$fit" | tail -1 | awk '{print $2}')"
+    fi
     read -r ms r < <(run "mt-$m" "INSERT INTO attribution_tenant_models (tenant_id, model_version) VALUES ('$TENANT_A', 'mt-$m')")
     printf '  %-22s %9s ms %8s events/s  %s of the baseline\n' "$m" "$ms" "$r" \
         "$(awk -v a="$r" -v b="$base_rate" 'BEGIN { printf "%.0f%%", a / b * 100 }')"
