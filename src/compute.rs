@@ -607,12 +607,21 @@ fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
               WHERE (a.allocation_ratio, a.allocated_revenue_cents)
                     IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents)"
                 .to_owned(),
+            // Looked up event by event (OFFSET 0 keeps it that way): a join let the
+            // planner hash every allocation of the model, 0.4 s for a day of 10,000
+            // conversions among 2.4 million allocations.
             format!(
                 "DELETE FROM {schema}.attribution_allocations a
-                  USING events e
-                  WHERE a.tenant_id = $1 AND a.model_version = $4 AND a.event_id = e.id
-                    AND NOT EXISTS (SELECT FROM computed c
-                                     WHERE c.event_id = a.event_id AND c.channel = a.channel)
+                  WHERE a.tenant_id = $1 AND a.model_version = $4
+                    AND a.ctid = ANY (ARRAY(
+                        SELECT x.ctid FROM events e
+                         CROSS JOIN LATERAL (SELECT a2.ctid, a2.channel
+                                               FROM {schema}.attribution_allocations a2
+                                              WHERE a2.tenant_id = $1 AND a2.event_id = e.id
+                                                AND a2.model_version = $4
+                                             OFFSET 0) AS x
+                         WHERE NOT EXISTS (SELECT FROM computed c
+                                            WHERE c.event_id = e.id AND c.channel = x.channel)))
                  RETURNING 1"
             ),
         ),
