@@ -67,6 +67,13 @@ TO attribution_app;
 CREATE FUNCTION attribution_models_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- A model version's kind is part of what it is: allocations made under one kind
+    -- would otherwise linger for tenants that do not use the other.
+    IF TG_OP = 'UPDATE' AND NEW.kind IS DISTINCT FROM OLD.kind THEN
+        RAISE EXCEPTION 'the kind of model % cannot change (% to %)', OLD.model_version, OLD.kind, NEW.kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Register a new model_version with the new kind.';
+    END IF;
     PERFORM @extschema@.attribution_check_model(NEW.kind, NEW.channels, NEW.params);
     RETURN NEW;
 END $$;
@@ -112,3 +119,7 @@ ALTER FUNCTION attribution_fit_model(uuid, text, timestamptz, timestamptz)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE EXECUTE ON FUNCTION attribution_fit_model(uuid, text, timestamptz, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION attribution_fit_model(uuid, text, timestamptz, timestamptz) TO attribution_app;
+ALTER FUNCTION attribution_disable_model(uuid, text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION attribution_disable_model(uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION attribution_disable_model(uuid, text) TO attribution_app;

@@ -585,10 +585,11 @@ CREATE INDEX attribution_touchpoints_path_idx
     ON attribution_touchpoints (tenant_id, customer_key, occurred_at);
 -- A conversion's customer, to find the conversions a late touchpoint changes.
 -- Partial: events without a customer (all of them, for tenants without multi-touch
--- models) cost nothing here.
+-- models) cost nothing here. A payload key longer than a touchpoint's can match none, and
+-- is left out (so no key is too long for an index entry).
 CREATE INDEX attribution_events_customer_idx
     ON attribution_events (tenant_id, (coalesce(customer_key, raw_payload OPERATOR(pg_catalog.->>) 'customer_key')), occurred_at)
-    WHERE coalesce(customer_key, raw_payload OPERATOR(pg_catalog.->>) 'customer_key') IS NOT NULL;
+    WHERE pg_catalog.length(coalesce(customer_key, raw_payload OPERATOR(pg_catalog.->>) 'customer_key')) <= 200;
 
 -- Which multi-touch models a tenant uses. Weighted models apply to every tenant, as
 -- before; a multi-touch model runs (and its windows are scheduled) only for tenants that
@@ -610,7 +611,9 @@ CREATE POLICY tenant_isolation ON attribution_tenant_models
     USING (tenant_id = attribution_current_tenant());
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON attribution_touchpoints TO attribution_app;
-GRANT SELECT, INSERT, DELETE ON attribution_tenant_models TO attribution_app;
+-- Not DELETE: with it a role could LOCK the table, which every insert into the events
+-- reads (attribution_disable_model() turns a model off instead).
+GRANT SELECT, INSERT ON attribution_tenant_models TO attribution_app;
 SELECT pg_catalog.pg_extension_config_dump('attribution_touchpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('attribution_tenant_models', '');
 
@@ -684,6 +687,13 @@ CREATE FUNCTION "attribution_fit_model"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'attribution_fit_model_wrapper';
+CREATE FUNCTION "attribution_disable_model"(
+	"tenant_id" uuid,
+	"model_version" TEXT
+) RETURNS bool
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'attribution_disable_model_wrapper';
 CREATE FUNCTION "attribution_tenant_models_schedule"()
 	RETURNS TRIGGER
 	LANGUAGE c
@@ -698,6 +708,13 @@ CREATE FUNCTION "attribution_touchpoints_schedule"()
 CREATE FUNCTION attribution_models_check() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- A model version's kind is part of what it is: allocations made under one kind
+    -- would otherwise linger for tenants that do not use the other.
+    IF TG_OP = 'UPDATE' AND NEW.kind IS DISTINCT FROM OLD.kind THEN
+        RAISE EXCEPTION 'the kind of model % cannot change (% to %)', OLD.model_version, OLD.kind, NEW.kind
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Register a new model_version with the new kind.';
+    END IF;
     PERFORM @extschema@.attribution_check_model(NEW.kind, NEW.channels, NEW.params);
     RETURN NEW;
 END $$;
@@ -743,3 +760,7 @@ ALTER FUNCTION attribution_fit_model(uuid, text, timestamptz, timestamptz)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 REVOKE EXECUTE ON FUNCTION attribution_fit_model(uuid, text, timestamptz, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION attribution_fit_model(uuid, text, timestamptz, timestamptz) TO attribution_app;
+ALTER FUNCTION attribution_disable_model(uuid, text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION attribution_disable_model(uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION attribution_disable_model(uuid, text) TO attribution_app;

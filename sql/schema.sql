@@ -428,10 +428,11 @@ CREATE INDEX attribution_touchpoints_path_idx
     ON attribution_touchpoints (tenant_id, customer_key, occurred_at);
 -- A conversion's customer, to find the conversions a late touchpoint changes.
 -- Partial: events without a customer (all of them, for tenants without multi-touch
--- models) cost nothing here.
+-- models) cost nothing here. A payload key longer than a touchpoint's can match none, and
+-- is left out (so no key is too long for an index entry).
 CREATE INDEX attribution_events_customer_idx
     ON attribution_events (tenant_id, (coalesce(customer_key, raw_payload OPERATOR(pg_catalog.->>) 'customer_key')), occurred_at)
-    WHERE coalesce(customer_key, raw_payload OPERATOR(pg_catalog.->>) 'customer_key') IS NOT NULL;
+    WHERE pg_catalog.length(coalesce(customer_key, raw_payload OPERATOR(pg_catalog.->>) 'customer_key')) <= 200;
 
 -- Which multi-touch models a tenant uses. Weighted models apply to every tenant, as
 -- before; a multi-touch model runs (and its windows are scheduled) only for tenants that
@@ -453,7 +454,9 @@ CREATE POLICY tenant_isolation ON attribution_tenant_models
     USING (tenant_id = attribution_current_tenant());
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON attribution_touchpoints TO attribution_app;
-GRANT SELECT, INSERT, DELETE ON attribution_tenant_models TO attribution_app;
+-- Not DELETE: with it a role could LOCK the table, which every insert into the events
+-- reads (attribution_disable_model() turns a model off instead).
+GRANT SELECT, INSERT ON attribution_tenant_models TO attribution_app;
 SELECT pg_catalog.pg_extension_config_dump('attribution_touchpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('attribution_tenant_models', '');
 

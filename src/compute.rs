@@ -85,8 +85,14 @@ pub fn compute_window(
         let args = Args { tenant_id, window, model_version, model: &model, correlation_id };
         let (events, written) = if pass == Pass::First && !incremental {
             // As Variant::First: plain inserts, or the upsert if an allocation exists.
+            // Unlike a weighted model's, a multi-touch model's channels differ from one
+            // computation to the next, so an allocation made elsewhere (the event was in
+            // another window then, or compute_allocations() computed it) would not
+            // conflict: the window's events lose theirs first.
             in_subtransaction(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, || {
-                run_touch_statement(&args, touch, TouchVariant::First)
+                let (_, removed) = run_touch_statement(&args, touch, TouchVariant::ClearFirst);
+                let (events, written) = run_touch_statement(&args, touch, TouchVariant::First);
+                (events, written + removed)
             })
             .unwrap_or_else(|| run_touch_statement(&args, touch, TouchVariant::Full))
         } else if incremental {
@@ -516,6 +522,8 @@ enum TouchVariant {
     Full,
     /// A window never computed: plain inserts streamed from the paths, nothing to remove.
     First,
+    /// Before First: removes the model's allocations of the window's events.
+    ClearFirst,
     Incremental,
 }
 
@@ -523,6 +531,7 @@ fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant
     let name = match variant {
         TouchVariant::Full => "compute_touch_full",
         TouchVariant::First => "compute_touch_first",
+        TouchVariant::ClearFirst => "compute_touch_clear_first",
         TouchVariant::Incremental => "compute_touch_incremental",
     };
     let stmt = catalog::statement(
@@ -576,6 +585,25 @@ fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant
 /// statement_sql. Allocations of the computed events for channels the conversion no
 /// longer credits (a late touchpoint changed its path) are removed.
 fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
+    if variant == TouchVariant::ClearFirst {
+        // Event by event (OFFSET 0), as the removal below (the statement is prepared with
+        // the same parameter types; it uses only some).
+        return format!(
+            "WITH removed AS (
+                 DELETE FROM {schema}.attribution_allocations a
+                  WHERE a.tenant_id = $1 AND a.model_version = $4
+                    AND a.ctid = ANY (ARRAY(
+                        SELECT x.ctid FROM {schema}.attribution_events e
+                         CROSS JOIN LATERAL (SELECT a2.ctid FROM {schema}.attribution_allocations a2
+                                              WHERE a2.tenant_id = $1 AND a2.event_id = e.id
+                                                AND a2.model_version = $4
+                                             OFFSET 0) AS x
+                         WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3))
+                 RETURNING 1
+             )
+             SELECT 0::int8, count(*) FROM removed"
+        );
+    }
     let customer = "coalesce(e.customer_key, e.raw_payload OPERATOR(pg_catalog.->>) 'customer_key')";
     let events = if variant == TouchVariant::Incremental {
         format!(
@@ -595,7 +623,9 @@ fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
         )
     };
     let (materialized, on_conflict, removal) = match variant {
-        // Nothing to remove, nothing to conflict with: the rows stream into the insert.
+        TouchVariant::ClearFirst => unreachable!("returned above"),
+        // Nothing to remove (ClearFirst ran), nothing to conflict with: the rows stream
+        // into the insert.
         TouchVariant::First => ("NOT MATERIALIZED", String::new(), "SELECT 1 WHERE false".to_owned()),
         TouchVariant::Full | TouchVariant::Incremental => (
             "MATERIALIZED",

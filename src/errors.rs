@@ -44,6 +44,8 @@ pub enum AttributionError {
     Fit(#[from] FitError),
     #[error("{0}")]
     FitNotLoaded(String),
+    #[error("this function acts only for the tenant of the transaction's context, and none is set")]
+    NoTenantContext,
 }
 
 impl AttributionError {
@@ -66,6 +68,7 @@ impl AttributionError {
             Self::Model(_) | Self::ModelShape(_) | Self::TouchArrays => ERRCODE_INVALID_PARAMETER_VALUE,
             Self::NoFit { .. } | Self::FitNotLoaded(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Self::Fit(_) => ERRCODE_DATA_EXCEPTION,
+            Self::NoTenantContext => ERRCODE_INSUFFICIENT_PRIVILEGE,
         }
     }
 
@@ -99,6 +102,9 @@ impl AttributionError {
                 Some("See the README, \"Multi-touch models\", for each kind's parameters.")
             }
             Self::TouchArrays => None,
+            Self::NoTenantContext => {
+                Some("Set attribution.tenant_id to the tenant first (SET LOCAL or set_config(..., true)).")
+            }
             Self::NoFit { .. } => Some("Fit it with attribution_fit_model(tenant_id, model_version, period_start, period_end)."),
             Self::Fit(_) => Some("A fit needs converting journeys in the period, over at most 512 channels."),
             Self::FitNotLoaded(_) => Some(

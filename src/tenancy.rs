@@ -36,6 +36,18 @@ pub fn enter(tenant_id: pgrx::Uuid) -> Result<TenantScope, AttributionError> {
     }
 }
 
+/// Like [`enter`], but refuses when no context is set: for functions that read or
+/// change a tenant's own data (a fit), which a session acting for no tenant must not do.
+pub fn enter_own(tenant_id: pgrx::Uuid) -> Result<TenantScope, AttributionError> {
+    let scope = enter(tenant_id)?;
+    if scope.set_here {
+        // Undo at once: the context was not the caller's.
+        set_context(None);
+        return Err(AttributionError::NoTenantContext);
+    }
+    Ok(scope)
+}
+
 impl TenantScope {
     pub fn leave(self) {
         if self.set_here {

@@ -49,7 +49,9 @@ fn fit_model(
     let period =
         Window::new(start.into(), end.into(), start.is_finite() && end.is_finite(), MAX_PERIOD_SECONDS)?;
     let correlation_id = super::correlation_id_or_new(gucs::correlation_id().as_deref())?;
-    let scope = tenancy::enter(tenant_id)?;
+    // Only for the tenant the session acts for: a fit reads the tenant's journeys and
+    // changes its allocations, which a session without a context must not do for anyone.
+    let scope = tenancy::enter_own(tenant_id)?;
 
     let model = crate::compute::load_model(model_version)?;
     let touch = model.touch.as_ref().filter(|t| t.data_driven).ok_or(AttributionError::ModelShape(
@@ -189,4 +191,33 @@ fn journeys(
         .into_iter()
         .map(|(channels, (conversions, nulls))| PathCount { channels, conversions, nulls })
         .collect()
+}
+
+/// Turns a multi-touch model off for the caller's tenant: its changes are no longer
+/// recorded nor its windows scheduled; its allocations stay. Returns whether it was on.
+/// A function rather than DELETE on attribution_tenant_models, so that application roles
+/// hold no privilege that lets them lock that table (every insert into the events reads it).
+#[pg_extern(volatile, parallel_unsafe)]
+fn attribution_disable_model(tenant_id: Option<pgrx::Uuid>, model_version: Option<&str>) -> bool {
+    disable_model(tenant_id, model_version).or_report()
+}
+
+fn disable_model(
+    tenant_id: Option<pgrx::Uuid>,
+    model_version: Option<&str>,
+) -> Result<bool, AttributionError> {
+    let tenant_id = require(tenant_id, "tenant_id")?;
+    let model_version = require(model_version, "model_version")?;
+    let scope = tenancy::enter_own(tenant_id)?;
+    let removed: Option<i64> = Spi::get_one_with_args(
+        &format!(
+            "WITH gone AS (DELETE FROM {}.attribution_tenant_models WHERE tenant_id = $1 AND model_version = $2 RETURNING 1)
+             SELECT count(*) FROM gone",
+            catalog::schema()
+        ),
+        &[tenant_id.into(), model_version.into()],
+    )
+    .expect("turning the model off");
+    scope.leave();
+    Ok(removed.unwrap_or(0) > 0)
 }

@@ -404,6 +404,15 @@ pub fn enqueue_full(targets: &[(String, Option<Vec<pgrx::Uuid>>)]) {
     queue::enqueue(&requests);
 }
 
+/// What a touchpoints statement asks for.
+enum Late {
+    Nothing,
+    /// Full passes of these models' windows for these tenants.
+    Full(Vec<(String, Option<Vec<pgrx::Uuid>>)>),
+    /// Incremental runs of these (tenant, model, window start), the changes recorded.
+    Changed(Vec<(pgrx::Uuid, String, Option<TimestampWithTimeZone>)>),
+}
+
 /// Transition table names of the touchpoints trigger (sql/finalize.sql).
 const NEW_TOUCHPOINTS: &str = "attribution_new_touchpoints";
 const OLD_TOUCHPOINTS: &str = "attribution_old_touchpoints";
@@ -468,7 +477,23 @@ fn attribution_touchpoints_schedule<'a>(
             lookbacks.push(crate::engine::model::parse(&kind, &params).or_report().path.lookback);
         }
         if models.is_empty() {
-            return Ok::<_, pgrx::spi::SpiError>(Vec::new());
+            return Ok::<_, pgrx::spi::SpiError>(Late::Nothing);
+        }
+        // A large statement asks for full passes of its tenants' windows instead, as a
+        // bulk load of events does: recording each conversion it reaches would cost a
+        // join of its touchpoints with their customers' conversions and a change-log row
+        // per conversion and model.
+        let rows: i64 = client
+            .select(&format!("SELECT count(*) FROM ({touched}) AS t"), Some(1), &[])?
+            .first()
+            .get_one()?
+            .unwrap_or(0);
+        if rows > gucs::incremental_max_rows() {
+            let mut targets: BTreeMap<String, Vec<pgrx::Uuid>> = BTreeMap::new();
+            for (tenant, model) in tenants.iter().zip(&models) {
+                targets.entry(model.clone()).or_default().push(*tenant);
+            }
+            return Ok(Late::Full(targets.into_iter().map(|(m, t)| (m, Some(t))).collect()));
         }
         let customer = "coalesce(e.customer_key, e.raw_payload OPERATOR(pg_catalog.->>) 'customer_key')";
         let sql = format!(
@@ -482,7 +507,7 @@ fn attribution_touchpoints_schedule<'a>(
                    JOIN models m ON m.tenant_id OPERATOR(pg_catalog.=) t.tenant_id
                    JOIN {schema}.attribution_events e
                      ON e.tenant_id OPERATOR(pg_catalog.=) t.tenant_id
-                    AND {customer} IS NOT NULL
+                    AND pg_catalog.length({customer}) OPERATOR(pg_catalog.<=) 200
                     AND {customer} OPERATOR(pg_catalog.=) t.customer_key
                     AND e.occurred_at OPERATOR(pg_catalog.>=) t.occurred_at
                     AND (m.lookback IS NULL
@@ -508,9 +533,17 @@ fn attribution_touchpoints_schedule<'a>(
             let start: Option<TimestampWithTimeZone> = row.get(3)?;
             jobs.push((tenant, model, start));
         }
-        Ok(jobs)
+        Ok(Late::Changed(jobs))
     })
     .expect("recording the conversions late touchpoints change");
+    let jobs = match jobs {
+        Late::Nothing => return Ok(None),
+        Late::Full(targets) => {
+            enqueue_full(&targets);
+            return Ok(None);
+        }
+        Late::Changed(jobs) => jobs,
+    };
     let requests = jobs
         .into_iter()
         .map(|(tenant_id, model_version, start)| {

@@ -77,6 +77,11 @@ pub enum FitError {
     BadConversionProbability(f64),
     #[error("stored coalition {0:?} is not a sorted set of known channels with conversions <= journeys")]
     BadCoalition(Vec<String>),
+    #[error(
+        "the Shapley fit would take about {0} steps (at most {limit}): too many large converting channel sets",
+        limit = crate::engine::shapley::MAX_FIT_WORK
+    )]
+    TooComplex(u128),
 }
 
 /// Channel names in name order, and where each id handed out while interning went.

@@ -40,6 +40,29 @@ use super::markov::{
 };
 use std::collections::HashMap;
 
+/// Most elementary steps a fit (or restoring one) may take: about a second of work. A
+/// fit runs inside a SQL function and a stored fit is restored by every session that
+/// allocates with it, neither of which can be interrupted while the engine computes, so
+/// the work is bounded before it starts rather than left to grow with the square of the
+/// number of converting channel sets.
+pub const MAX_FIT_WORK: u128 = 400_000_000;
+
+/// Refuses a fit whose work, Σ over the converting sets S of |S| · min(2^|S|, M) (M
+/// sets; what [`ShapleyFit::build`] costs at most), exceeds [`MAX_FIT_WORK`].
+fn check_work(set_sizes: impl Iterator<Item = usize> + Clone) -> Result<(), FitError> {
+    let m = set_sizes.clone().count() as u128;
+    let work: u128 = set_sizes
+        .map(|n| {
+            let subsets = if n >= 100 { u128::MAX } else { 1u128 << n.min(99) };
+            (n as u128).saturating_mul(subsets.min(m))
+        })
+        .fold(0u128, u128::saturating_add);
+    if work > MAX_FIT_WORK {
+        return Err(FitError::TooComplex(work));
+    }
+    Ok(())
+}
+
 /// One observed converting coalition, as stored: its channels (distinct, name order), the
 /// conversions and the journeys (converting or not) whose channel set was exactly this.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +132,7 @@ impl ShapleyFit {
             })
             .collect();
         sets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        check_work(sets.iter().map(|(ids, _)| ids.len()))?;
         Ok(ShapleyFit::build(names.names, sets))
     }
 
@@ -145,6 +169,7 @@ impl ShapleyFit {
         if let Some(w) = sets.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(FitError::BadCoalition(w[0].2.clone()));
         }
+        check_work(sets.iter().map(|(ids, _, _)| ids.len()))?;
         Ok(ShapleyFit::build(channels, sets.into_iter().map(|(ids, counts, _)| (ids, counts)).collect()))
     }
 
@@ -658,5 +683,28 @@ mod tests {
             number(fit_seconds),
         );
         emit("engine-shapley.json", &json);
+    }
+
+    #[test]
+    fn a_fit_too_large_to_bound_is_refused_before_it_starts() {
+        // 8,000 converting sets of 17 channels each (out of 40): 8,000 · 17 · 8,000 steps.
+        let channels: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
+        let mut paths = Vec::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..8000 {
+            let mut set = std::collections::BTreeSet::new();
+            while set.len() < 17 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                set.insert((x % 40) as usize);
+            }
+            let names: Vec<&str> = set.iter().map(|i| channels[*i].as_str()).collect();
+            paths.push(PathCount::new(&names, 1, 1));
+        }
+        assert!(matches!(ShapleyFit::fit(&paths), Err(FitError::TooComplex(_))));
+        // A realistic fit is far inside the bound.
+        let small = [PathCount::new(&["a", "b"], 3, 7), PathCount::new(&["a"], 1, 9)];
+        assert!(ShapleyFit::fit(&small).is_ok());
     }
 }

@@ -227,3 +227,42 @@ leak=$(as_app "$A" -v VERBOSITY=verbose \
     -c "SELECT * FROM attribution_touch_split(100, '2026-03-10Z', ARRAY['2026-03-09Z']::timestamptz[], ARRAY['email'], 'markov', '{}', $fit_id)" 2>&1 || true)
 [[ $leak == *"55000"*"not loaded in this session for the current tenant"* ]] || fail "another tenant's fit was usable: $leak"
 echo "  ok: ... it is refused (55000)"
+
+# Hardening of the multi-touch surface.
+assert_eq "$(sqlstate_of as_app "" -c "SELECT * FROM attribution_fit_model('$B', 'mt-markov', '2026-03-01Z', '2026-04-01Z')")" 42501 \
+    "a session without a tenant context cannot fit any tenant's model (42501)"
+assert_eq "$(sqlstate_of as_app "$A" -c "DELETE FROM attribution_tenant_models")" 42501 \
+    "applications cannot DELETE from attribution_tenant_models (42501)..."
+assert_eq "$(sqlstate_of as_app "$A" -c "BEGIN" -c "LOCK TABLE attribution_tenant_models IN ACCESS EXCLUSIVE MODE")" 42501 \
+    "... so they cannot lock it against every tenant's event inserts (42501)"
+assert_eq "$(as_app "$A" -c "SELECT attribution_disable_model('$A', 'mt-decay')")" t "attribution_disable_model() turns a model off"
+assert_eq "$(as_app "$A" -c "SELECT attribution_disable_model('$A', 'mt-decay')")" f "... and says when it was not on"
+assert_eq "$(sqlstate_of as_app "$A" -c "SELECT attribution_disable_model('$B', 'mt-linear')")" 42501 "... only for the caller's tenant (42501)"
+assert_eq "$(sqlstate_of sql -c "UPDATE attribution_models SET kind = 'linear' WHERE model_version = 'mt-u'")" 22023 \
+    "a model's kind cannot change (22023)"
+# A conversion moved into a day never computed (and out of reach of its touchpoints):
+# its allocations are replaced, not added to.
+decay_c20="SELECT string_agg(a.channel || ':' || a.allocated_revenue_cents, ',' ORDER BY a.channel) FROM attribution_allocations a JOIN attribution_events e ON e.tenant_id = a.tenant_id AND e.id = a.event_id WHERE e.customer_key = 'c20' AND a.model_version = 'mt-decay'"
+decay_before=$(sql -c "$decay_c20")
+as_app "$A" -c "UPDATE attribution_events SET occurred_at = '2026-05-01 12:00Z' WHERE tenant_id = '$A' AND customer_key = 'c20'" >/dev/null
+wait_for_drain 60
+for m in mt-linear mt-u mt-last-nd mt-markov mt-shapley; do
+    assert_eq "$(sql -c "$(cents_off_sql "'$m'" "e.tenant_id = '$A'")")" 0 "$m: after the move, every conversion's cents still add up to its revenue"
+done
+assert_eq "$(sql -c "SELECT string_agg(DISTINCT a.channel, ',') FROM attribution_allocations a JOIN attribution_events e ON e.tenant_id = a.tenant_id AND e.id = a.event_id WHERE e.customer_key = 'c20' AND e.tenant_id = '$A' AND a.model_version LIKE 'mt-%' AND a.model_version <> 'mt-decay'")" direct \
+    "... and credits only 'direct', its touchpoints being older than the lookback"
+assert_eq "$(sql -c "$decay_c20")" "$decay_before" \
+    "a model turned off keeps its allocations but does not recompute them (mt-decay still has c20's old ones)"
+# A large touchpoint statement asks for full passes instead of recording each conversion.
+sql -c "SET attribution.incremental_max_rows = 10" \
+    -c "UPDATE attribution_touchpoints SET campaign = 'summer' WHERE tenant_id = '$A' AND customer_key IN ('c1', 'c2', 'c3', 'c4', 'c5', 'c6')" >/dev/null
+assert_eq "$(sql -c "SELECT count(*) FROM attribution_event_changes")" 0 "a touchpoint statement over attribution.incremental_max_rows records no change..."
+assert_eq "$(sql -c "SELECT bool_and(full_requested) AND count(*) > 0 FROM attribution_recompute_jobs WHERE tenant_id = '$A' AND model_version LIKE 'mt-%' AND status = 'pending'")" t \
+    "... and asks for full passes of the tenant's windows"
+wait_for_drain 60
+assert_eq "$(diff_of mt-linear "$LINEAR" '30 days')" 0/0 "linear after those full passes: as computed from the definition"
+# A payload's customer key of any length is accepted (longer ones than a touchpoint's can match none).
+as_app "$A" -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents, raw_payload)
+                VALUES (gen_random_uuid(), '$A', '2026-03-12Z', 500, jsonb_build_object('customer_key', repeat('k', 5000)))" >/dev/null
+wait_for_drain 60
+assert_eq "$(sql -c "$(cents_off_sql "'mt-linear'" "e.tenant_id = '$A'")")" 0 "a conversion with a 5,000-character payload key is allocated"
