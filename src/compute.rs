@@ -888,6 +888,16 @@ const DAY_LOCK: u16 = 1;
 /// The object-lock tag (objid, objsubid) of a lock key: 32 bits of FNV-1a hash and, in
 /// the sub-id, the lock kind and 15 more bits of it. A collision only makes two unrelated
 /// windows wait for each other now and then.
+/// Takes a transaction-scoped lock of the extension's class on `key` (with TENANT_LOCK's
+/// kind; keys of other uses contain a '/' that no model version has), waiting for it.
+pub fn lock_object(key: &str, mode: u32) {
+    let (objid, subid) = lock_tag(key, TENANT_LOCK);
+    // SAFETY: as in WindowLocks::take.
+    unsafe {
+        pg_sys::LockDatabaseObject(catalog::extension_oid(), objid.into(), subid, mode as pg_sys::LOCKMODE)
+    };
+}
+
 fn lock_tag(key: &str, kind: u16) -> (u32, u16) {
     let hash =
         key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));

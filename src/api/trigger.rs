@@ -35,7 +35,12 @@ fn attribution_events_schedule<'a>(
         return Ok(None);
     }
     let tenants: BTreeSet<pgrx::Uuid> = buckets.iter().map(|(tenant, _)| *tenant).collect();
-    let models = models_by_tenant(&tenants);
+    let (models, multi_touch) = models_by_tenant(&tenants);
+    // Conversions of tenants with multi-touch models hold their customers' buckets until
+    // commit, so that a concurrent touchpoint statement sees them (see lock_customers).
+    if !multi_touch.is_empty() && new_rows > 0 {
+        lock_customers(trigger, NEW_ROWS, &multi_touch, pg_sys::RowExclusiveLock);
+    }
     // Small statements record which events changed, so the runs compute only those; a
     // bulk load asks for a full pass instead, which costs the load nothing per row.
     let full = new_rows > gucs::incremental_max_rows();
@@ -198,8 +203,10 @@ fn restoring() -> bool {
 
 /// The models each tenant's events are computed for: every active weighted model, and
 /// the active multi-touch models the tenant turned on in attribution_tenant_models.
-/// Tenants without any model are left out.
-pub fn models_by_tenant(tenants: &BTreeSet<pgrx::Uuid>) -> BTreeMap<pgrx::Uuid, Vec<String>> {
+/// Tenants without any model are left out. Also: the tenants using a multi-touch model.
+pub fn models_by_tenant(
+    tenants: &BTreeSet<pgrx::Uuid>,
+) -> (BTreeMap<pgrx::Uuid, Vec<String>>, BTreeSet<pgrx::Uuid>) {
     let current = catalog::sql_is_current();
     let stmt = catalog::statement(
         if current { "models_by_tenant" } else { "models_by_tenant_before_update" },
@@ -217,7 +224,8 @@ pub fn models_by_tenant(tenants: &BTreeSet<pgrx::Uuid>) -> BTreeMap<pgrx::Uuid, 
                 "true".to_owned()
             };
             format!(
-                "SELECT t.tenant_id, pg_catalog.array_agg(m.model_version ORDER BY m.model_version)
+                "SELECT t.tenant_id, pg_catalog.array_agg(m.model_version ORDER BY m.model_version),
+                        pg_catalog.bool_or(m.kind OPERATOR(pg_catalog.<>) 'weighted')
                    FROM pg_catalog.unnest($1::uuid[]) AS t(tenant_id)
                    JOIN {schema}.attribution_models m ON m.active
                   WHERE {chosen}
@@ -227,17 +235,64 @@ pub fn models_by_tenant(tenants: &BTreeSet<pgrx::Uuid>) -> BTreeMap<pgrx::Uuid, 
     );
     let tenants: Vec<pgrx::Uuid> = tenants.iter().copied().collect();
     Spi::connect(|client| {
+        let mut models = BTreeMap::new();
+        let mut multi_touch = BTreeSet::new();
+        for row in client.select(&*stmt, None, &[tenants.into()]).expect("reading attribution_models") {
+            let tenant = row.get::<pgrx::Uuid>(1).expect("tenant_id").expect("not null");
+            models.insert(tenant, row.get::<Vec<String>>(2).expect("model_version").expect("not null"));
+            if row.get::<bool>(3).expect("multi-touch").unwrap_or(false) {
+                multi_touch.insert(tenant);
+            }
+        }
+        (models, multi_touch)
+    })
+}
+
+/// Buckets of a tenant's customers, for lock_customers.
+const CUSTOMER_BUCKETS: i32 = 64;
+
+/// Locks the (tenant, customer bucket) pairs of the rows in `table` (a transition table
+/// of events or touchpoints) of `tenants`, in ascending order, until the transaction
+/// ends. Conversions take them ROW EXCLUSIVE and touchpoints SHARE: neither waits for
+/// its own kind, but a touchpoint statement waits for the uncommitted conversions of its
+/// customers (and the other way round), so its late-data query, which takes a new
+/// snapshot afterwards, sees every conversion that can commit before it; and a
+/// conversion that commits after it is computed after it, with it.
+fn lock_customers(trigger: &PgTrigger<'_>, table: &str, tenants: &BTreeSet<pgrx::Uuid>, mode: u32) {
+    let customer = if table == NEW_ROWS {
+        "coalesce(t.customer_key, t.raw_payload OPERATOR(pg_catalog.->>) 'customer_key')"
+    } else {
+        "t.customer_key"
+    };
+    let sql = format!(
+        "SELECT DISTINCT t.tenant_id,
+                pg_catalog.hashtext({customer}) OPERATOR(pg_catalog.&) {mask} AS bucket
+           FROM {table} t
+          WHERE {customer} IS NOT NULL AND t.tenant_id OPERATOR(pg_catalog.=) ANY ($1::uuid[])
+          ORDER BY 1, 2",
+        mask = CUSTOMER_BUCKETS - 1
+    );
+    let tenants: Vec<pgrx::Uuid> = tenants.iter().copied().collect();
+    let buckets: Vec<(pgrx::Uuid, i32)> = Spi::connect(|client| {
+        // SAFETY: as in touched_buckets.
+        let rc = unsafe {
+            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
+        };
+        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
         client
-            .select(&*stmt, None, &[tenants.into()])
-            .expect("reading attribution_models")
+            .select(&sql, None, &[tenants.into()])
+            .expect("reading the customers")
             .map(|row| {
                 (
                     row.get::<pgrx::Uuid>(1).expect("tenant_id").expect("not null"),
-                    row.get::<Vec<String>>(2).expect("model_version").expect("not null"),
+                    row.get::<i32>(2).expect("bucket").unwrap_or(0),
                 )
             })
             .collect()
-    })
+    });
+    for (tenant, bucket) in buckets {
+        crate::compute::lock_object(&format!("{tenant}/customers/{bucket}"), mode);
+    }
 }
 
 /// Models whose allocations a statement on attribution_models made stale: inserted
@@ -406,7 +461,6 @@ pub fn enqueue_full(targets: &[(String, Option<Vec<pgrx::Uuid>>)]) {
 
 /// What a touchpoints statement asks for.
 enum Late {
-    Nothing,
     /// Full passes of these models' windows for these tenants.
     Full(Vec<(String, Option<Vec<pgrx::Uuid>>)>),
     /// Incremental runs of these (tenant, model, window start), the changes recorded.
@@ -452,7 +506,7 @@ fn attribution_touchpoints_schedule<'a>(
         .map(|t| format!("SELECT tenant_id, customer_key, occurred_at FROM {t}"))
         .collect::<Vec<_>>()
         .join(" UNION ");
-    let jobs = Spi::connect_mut(|client| {
+    let found = Spi::connect(|client| {
         // SAFETY: as in touched_buckets.
         let rc = unsafe {
             pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
@@ -476,9 +530,27 @@ fn attribution_touchpoints_schedule<'a>(
             models.push(row.get::<String>(2)?.expect("model_version"));
             lookbacks.push(crate::engine::model::parse(&kind, &params).or_report().path.lookback);
         }
-        if models.is_empty() {
-            return Ok::<_, pgrx::spi::SpiError>(Late::Nothing);
-        }
+        Ok::<_, pgrx::spi::SpiError>((tenants, models, lookbacks))
+    })
+    .expect("reading the tenants' multi-touch models");
+    let (tenants, models, lookbacks) = found;
+    if models.is_empty() {
+        return Ok(None);
+    }
+    // Wait for uncommitted conversions of these customers (lock_customers), then look.
+    let using: BTreeSet<pgrx::Uuid> = tenants.iter().copied().collect();
+    if sources.contains(&NEW_TOUCHPOINTS) {
+        lock_customers(trigger, NEW_TOUCHPOINTS, &using, pg_sys::ShareLock);
+    }
+    if sources.contains(&OLD_TOUCHPOINTS) {
+        lock_customers(trigger, OLD_TOUCHPOINTS, &using, pg_sys::ShareLock);
+    }
+    let jobs = Spi::connect_mut(|client| {
+        // SAFETY: as in touched_buckets.
+        let rc = unsafe {
+            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
+        };
+        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
         // A large statement asks for full passes of its tenants' windows instead, as a
         // bulk load of events does: recording each conversion it reaches would cost a
         // join of its touchpoints with their customers' conversions and a change-log row
@@ -493,7 +565,7 @@ fn attribution_touchpoints_schedule<'a>(
             for (tenant, model) in tenants.iter().zip(&models) {
                 targets.entry(model.clone()).or_default().push(*tenant);
             }
-            return Ok(Late::Full(targets.into_iter().map(|(m, t)| (m, Some(t))).collect()));
+            return Ok::<_, pgrx::spi::SpiError>(Late::Full(targets.into_iter().map(|(m, t)| (m, Some(t))).collect()));
         }
         let customer = "coalesce(e.customer_key, e.raw_payload OPERATOR(pg_catalog.->>) 'customer_key')";
         let sql = format!(
@@ -537,7 +609,6 @@ fn attribution_touchpoints_schedule<'a>(
     })
     .expect("recording the conversions late touchpoints change");
     let jobs = match jobs {
-        Late::Nothing => return Ok(None),
         Late::Full(targets) => {
             enqueue_full(&targets);
             return Ok(None);
