@@ -60,6 +60,7 @@ printf '  %-22s %9s ms %8s events/s\n' "weighted (baseline)" "$base_ms" "$base_r
 for m in $MODELS; do
     if [ "$m" = markov ] || [ "$m" = shapley ]; then
         fit=$(q <<SQL
+SET attribution.tenant_id = '$TENANT_A';
 \\timing on
 SELECT count(*) FROM attribution_fit_model('$TENANT_A', 'mt-$m', '2026-02-01Z', '2026-04-01Z');
 SQL
