@@ -423,9 +423,10 @@ CREATE TABLE attribution_touchpoints (
     created_at    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT attribution_touchpoints_pkey PRIMARY KEY (tenant_id, id)
 );
--- A conversion's path: its customer's touchpoints before it.
+-- A conversion's path: its customer's touchpoints before it (with their channels, so
+-- that a path can be read from the index alone once the pages are all-visible).
 CREATE INDEX attribution_touchpoints_path_idx
-    ON attribution_touchpoints (tenant_id, customer_key, occurred_at);
+    ON attribution_touchpoints (tenant_id, customer_key, occurred_at) INCLUDE (channel);
 -- A conversion's customer, to find the conversions a late touchpoint changes.
 -- Partial: events without a customer (all of them, for tenants without multi-touch
 -- models) cost nothing here. A payload key longer than a touchpoint's can match none, and
