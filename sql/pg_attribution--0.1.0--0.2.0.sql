@@ -674,6 +674,22 @@ CREATE FUNCTION "attribution_touch_split"(
 STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'attribution_touch_split_wrapper';
+CREATE FUNCTION "attribution_touch_split_arrays"(
+	"revenue_cents" bigint,
+	"converted_at" timestamp with time zone,
+	"touch_at" timestamp with time zone[],
+	"touch_channels" TEXT[],
+	"kind" TEXT,
+	"params" TEXT,
+	"fit_id" bigint
+) RETURNS TABLE (
+	"channels" TEXT[],
+	"ratios_e10" bigint[],
+	"cents" bigint[]
+)
+STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'attribution_touch_split_arrays_wrapper';
 CREATE FUNCTION "attribution_fit_model"(
 	"tenant_id" uuid,
 	"model_version" TEXT,
@@ -750,6 +766,7 @@ REVOKE EXECUTE ON FUNCTION attribution_tenant_models_schedule(), attribution_tou
 -- per set-returning function: with that estimate a window's statement looked expensive
 -- enough to be JIT-compiled, which took longer than running it.
 ALTER FUNCTION attribution_touch_split(bigint, timestamptz, timestamptz[], text[], text, text, bigint) ROWS 4;
+ALTER FUNCTION attribution_touch_split_arrays(bigint, timestamptz, timestamptz[], text[], text, text, bigint) ROWS 1;
 -- Pure Rust, like attribution_split_cents: no SQL, no pinned search_path needed.
 GRANT EXECUTE ON FUNCTION
     attribution_check_model(text, text[], jsonb),

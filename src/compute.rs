@@ -580,7 +580,7 @@ fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant
 /// lookback in microseconds (NULL: unlimited), $9 the fit of a data-driven model.
 ///
 /// Each conversion's path is its customer's touchpoints up to the conversion (within the
-/// lookback), read through attribution_touchpoints_path_idx; attribution_touch_split
+/// lookback), read through attribution_touchpoints_path_idx; attribution_touch_split_arrays
 /// applies the rest of the model. The events are locked FOR KEY SHARE, as in
 /// statement_sql. Allocations of the computed events for channels the conversion no
 /// longer credits (a late touchpoint changed its path) are removed.
@@ -668,7 +668,7 @@ fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
          ),
          computed AS {materialized} (
              SELECT e.tenant_id, e.id AS event_id, s.channel,
-                    pg_catalog.round(s.ratio::numeric, 10) AS ratio, s.cents
+                    s.ratio_e10 * 0.0000000001 AS ratio, s.cents
                FROM events e
                LEFT JOIN LATERAL (
                     SELECT pg_catalog.array_agg(t.occurred_at) AS touch_at,
@@ -681,8 +681,9 @@ fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
                             OR t.occurred_at >= e.occurred_at
                                - pg_catalog.make_interval(secs => $8::float8 / 1000000))
                     ) AS tp ON true
-              CROSS JOIN LATERAL {schema}.attribution_touch_split(e.revenue_cents, e.occurred_at,
-                                     tp.touch_at, tp.touch_channels, $5, $6, $9) AS s
+              CROSS JOIN LATERAL {schema}.attribution_touch_split_arrays(e.revenue_cents, e.occurred_at,
+                                     tp.touch_at, tp.touch_channels, $5, $6, $9) AS a
+              CROSS JOIN LATERAL unnest(a.channels, a.ratios_e10, a.cents) AS s(channel, ratio_e10, cents)
          ),
          upserted AS (
              INSERT INTO {schema}.attribution_allocations AS a

@@ -3,7 +3,9 @@
 //! `engine::model` and `engine::touch`.
 
 use crate::engine::model::{self, Credit, TouchModel};
-use crate::engine::touch::{allocate_by_weights, allocate_with_shares, counting_path, Touchpoint};
+use crate::engine::touch::{
+    channel_weights, counting_path, split_by_weights, Split, Touchpoint, RATIO_SCALE,
+};
 use crate::errors::{AttributionError, OrReport};
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -62,7 +64,7 @@ fn touch_model(kind: &str, params: &str) -> TouchModel {
 /// One conversion's cents per channel under a multi-touch model: its customer's
 /// touchpoints (times and channels, any order), the model's kind and parameters (JSON
 /// text), and for a data-driven kind the id of the fit to use. Channels in name order;
-/// the shares are each channel's credit.
+/// the ratio is each channel's share of the credit.
 ///
 /// Runs no SQL: a data-driven kind's fit must have been loaded by this session for the
 /// tenant of the current context (compute_allocations() and the workers do that before
@@ -78,6 +80,50 @@ fn attribution_touch_split(
     params: Option<&str>,
     fit_id: default!(Option<i64>, "NULL"),
 ) -> TableIterator<'static, (name!(channel, String), name!(ratio, f64), name!(cents, i64))> {
+    let split = split(revenue_cents, converted_at, touch_at, touch_channels, kind, params, fit_id);
+    TableIterator::new(
+        split.into_iter().map(|(channel, ratio, cents)| (channel, ratio as f64 / RATIO_SCALE as f64, cents)),
+    )
+}
+
+/// The same as one row of arrays, for the computing statement (src/compute.rs), which
+/// unnests them: one call per conversion instead of one per channel, and the ratio as an
+/// integer number of 10^-10 (exact, where a float would need a slow conversion to
+/// numeric).
+#[pg_extern(stable, parallel_safe)]
+#[allow(clippy::type_complexity)]
+fn attribution_touch_split_arrays(
+    revenue_cents: Option<i64>,
+    converted_at: Option<TimestampWithTimeZone>,
+    touch_at: Option<Vec<Option<TimestampWithTimeZone>>>,
+    touch_channels: Option<Vec<Option<String>>>,
+    kind: Option<&str>,
+    params: Option<&str>,
+    fit_id: Option<i64>,
+) -> TableIterator<'static, (name!(channels, Vec<String>), name!(ratios_e10, Vec<i64>), name!(cents, Vec<i64>))>
+{
+    let split = split(revenue_cents, converted_at, touch_at, touch_channels, kind, params, fit_id);
+    let mut channels = Vec::with_capacity(split.len());
+    let mut ratios = Vec::with_capacity(split.len());
+    let mut cents = Vec::with_capacity(split.len());
+    for (channel, ratio, c) in split {
+        channels.push(channel);
+        ratios.push(ratio);
+        cents.push(c);
+    }
+    TableIterator::once((channels, ratios, cents))
+}
+
+#[allow(clippy::type_complexity)]
+fn split(
+    revenue_cents: Option<i64>,
+    converted_at: Option<TimestampWithTimeZone>,
+    touch_at: Option<Vec<Option<TimestampWithTimeZone>>>,
+    touch_channels: Option<Vec<Option<String>>>,
+    kind: Option<&str>,
+    params: Option<&str>,
+    fit_id: Option<i64>,
+) -> Split {
     let revenue = super::require(revenue_cents, "revenue_cents").or_report();
     let converted_at: i64 = super::require(converted_at, "converted_at").or_report().into();
     let kind = super::require(kind, "kind").or_report();
@@ -95,21 +141,15 @@ fn attribution_touch_split(
             _ => AttributionError::TouchArrays.report(),
         })
         .collect();
-    match &model.credit {
-        Credit::Rule(rule) => {
-            TableIterator::new(allocate_with_shares(revenue, converted_at, &touches, rule, &model.path))
-        }
+    let weights = match &model.credit {
+        Credit::Rule(rule) => channel_weights(converted_at, &touches, rule, &model.path),
         Credit::Markov | Credit::Shapley => {
-            let fit = loaded_fit(fit_id);
             let channels: Vec<String> =
                 counting_path(converted_at, &touches, &model.path).into_iter().map(|t| t.channel).collect();
-            TableIterator::new(allocate_by_weights(
-                revenue,
-                fit.path_weights(&channels),
-                &model.path.no_touch_channel,
-            ))
+            loaded_fit(fit_id).path_weights(&channels)
         }
-    }
+    };
+    split_by_weights(revenue, weights, &model.path.no_touch_channel)
 }
 
 /// The fit this session loaded for the current tenant context, or a clear error.

@@ -207,23 +207,49 @@ pub fn allocate(
         .collect()
 }
 
-/// Cents and shares from integer weights per channel (a data-driven model's
-/// path_weights); `no_touch_channel` takes everything when there are none.
-pub fn allocate_by_weights(
-    revenue: i64,
-    weights: Vec<(String, u128)>,
-    no_touch_channel: &str,
-) -> Vec<(String, f64, i64)> {
+/// One conversion's allocation: per channel (name order), its credit as a fraction
+/// rounded half up to [`RATIO_SCALE`] (so 1/3 is 3333333333) and its cents.
+pub type Split = Vec<(String, i64, i64)>;
+
+/// Denominator of the fractions in a [`Split`]: ten decimal places, as
+/// `attribution_allocations.allocation_ratio` keeps them.
+pub const RATIO_SCALE: u128 = 10_000_000_000;
+
+/// Cents and credit fractions from integer weights per channel (in name order);
+/// `no_touch_channel` takes everything when there are none.
+pub fn split_by_weights(revenue: i64, weights: Vec<(String, u128)>, no_touch_channel: &str) -> Split {
     if weights.is_empty() {
-        return vec![(no_touch_channel.to_owned(), 1.0, revenue)];
+        return vec![(no_touch_channel.to_owned(), RATIO_SCALE as i64, revenue)];
     }
     let w: Vec<u128> = weights.iter().map(|(_, w)| *w).collect();
-    let total = w.iter().sum::<u128>() as f64;
+    let total: u128 = w.iter().sum();
     weights
         .into_iter()
         .zip(split_cents_wide(revenue, &w))
-        .map(|((channel, w), cents)| (channel, w as f64 / total, cents))
+        .map(|((channel, w), cents)| {
+            // w ≤ total < 2^(64 + 40) here, so w · 10^10 fits in u128.
+            let ratio = (w.saturating_mul(RATIO_SCALE) + total / 2) / total;
+            (channel, ratio as i64, cents)
+        })
         .collect()
+}
+
+/// A rule-based model's integer credit per channel for one conversion, in name order
+/// (empty when no touchpoint counts).
+pub fn channel_weights(
+    conversion_at: i64,
+    touches: &[Touchpoint],
+    rule: &Rule,
+    path: &PathRules,
+) -> Vec<(String, u128)> {
+    let counted = counting_path(conversion_at, touches, path);
+    let mut per_channel: BTreeMap<&str, u128> = BTreeMap::new();
+    for (t, w) in counted.iter().zip(credit(conversion_at, &counted, rule)) {
+        if w > 0 {
+            *per_channel.entry(t.channel.as_str()).or_default() += u128::from(w);
+        }
+    }
+    per_channel.into_iter().map(|(c, w)| (c.to_owned(), w)).collect()
 }
 
 /// [`allocate`], with each channel's share of the credit (credit / total credit; the
@@ -235,22 +261,9 @@ pub fn allocate_with_shares(
     rule: &Rule,
     path: &PathRules,
 ) -> Vec<(String, f64, i64)> {
-    let counted = counting_path(conversion_at, touches, path);
-    if counted.is_empty() {
-        return vec![(path.no_touch_channel.clone(), 1.0, revenue)];
-    }
-    let mut per_channel: BTreeMap<&str, u128> = BTreeMap::new();
-    for (t, w) in counted.iter().zip(credit(conversion_at, &counted, rule)) {
-        if w > 0 {
-            *per_channel.entry(t.channel.as_str()).or_default() += u128::from(w);
-        }
-    }
-    let weights: Vec<u128> = per_channel.values().copied().collect();
-    let total = weights.iter().sum::<u128>() as f64;
-    per_channel
-        .iter()
-        .zip(split_cents_wide(revenue, &weights))
-        .map(|((channel, w), cents)| ((*channel).to_owned(), *w as f64 / total, cents))
+    split_by_weights(revenue, channel_weights(conversion_at, touches, rule, path), &path.no_touch_channel)
+        .into_iter()
+        .map(|(channel, ratio, cents)| (channel, ratio as f64 / RATIO_SCALE as f64, cents))
         .collect()
 }
 
