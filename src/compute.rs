@@ -83,7 +83,7 @@ pub fn compute_window(
         let touch = &TouchKind { fit_id, ..touch.clone() };
         locks.take_days(pg_sys::ExclusiveLock);
         let args = Args { tenant_id, window, model_version, model: &model, correlation_id };
-        let (events, written) = if pass == Pass::First && !incremental {
+        let (events, written) = if pass == Pass::First {
             // As Variant::First: plain inserts, or the upsert if an allocation exists.
             // Unlike a weighted model's, a multi-touch model's channels differ from one
             // computation to the next, so an allocation made elsewhere (the event was in
@@ -515,8 +515,7 @@ fn statement_sql(variant: Variant, slices: Slices, schema: &str) -> String {
     )
 }
 
-/// Runs a multi-touch model's statement over the window (incremental: over its recorded
-/// changes); returns (events computed, allocation rows written or removed).
+/// The statements of a multi-touch computation.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum TouchVariant {
     Full,
@@ -527,6 +526,8 @@ enum TouchVariant {
     Incremental,
 }
 
+/// Runs a multi-touch model's statement over the window (incremental: over its recorded
+/// changes); returns (events computed, allocation rows written or removed).
 fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant) -> (i64, i64) {
     let name = match variant {
         TouchVariant::Full => "compute_touch_full",
@@ -886,9 +887,6 @@ impl WindowLocks<'_> {
 const TENANT_LOCK: u16 = 0;
 const DAY_LOCK: u16 = 1;
 
-/// The object-lock tag (objid, objsubid) of a lock key: 32 bits of FNV-1a hash and, in
-/// the sub-id, the lock kind and 15 more bits of it. A collision only makes two unrelated
-/// windows wait for each other now and then.
 /// Takes a transaction-scoped lock of the extension's class on `key` (with TENANT_LOCK's
 /// kind; keys of other uses contain a '/' that no model version has), waiting for it.
 pub fn lock_object(key: &str, mode: u32) {
@@ -899,6 +897,9 @@ pub fn lock_object(key: &str, mode: u32) {
     };
 }
 
+/// The object-lock tag (objid, objsubid) of a lock key: 32 bits of FNV-1a hash and, in
+/// the sub-id, the lock kind and 15 more bits of it. A collision only makes two unrelated
+/// windows wait for each other now and then.
 fn lock_tag(key: &str, kind: u16) -> (u32, u16) {
     let hash =
         key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));

@@ -43,33 +43,20 @@ pub fn cached(tenant_id: pgrx::Uuid, fit_id: i64) -> Option<Rc<Fit>> {
 }
 
 /// The id of the latest fit of the tenant and model, loaded into the cache; an error
-/// (55000) when the tenant has no fit of the model yet.
+/// (55000) when the tenant has no fit of the model yet. Every run asks for the id only;
+/// the fit itself (a Shapley fit's coalitions can be megabytes) is read once per session.
 pub fn latest(tenant_id: pgrx::Uuid, model_version: &str) -> Result<i64, AttributionError> {
-    let stmt = catalog::statement("latest_fit", &catalog::types(&[UUIDOID, TEXTOID]), |schema| {
+    let latest = catalog::statement("latest_fit", &catalog::types(&[UUIDOID, TEXTOID]), |schema| {
         format!(
-            "SELECT id, kind, channels, channel_values, conversion_probability, coalitions::text
-               FROM {schema}.attribution_model_fits
-              WHERE tenant_id = $1 AND model_version = $2
-              ORDER BY id DESC LIMIT 1"
+            "SELECT max(id) FROM {schema}.attribution_model_fits
+              WHERE tenant_id = $1 AND model_version = $2"
         )
     });
-    let row = Spi::connect(|client| {
-        let rows = client.select(&*stmt, Some(1), &[tenant_id.into(), model_version.into()])?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let row = rows.first();
-        Ok::<_, pgrx::spi::SpiError>(Some((
-            row.get::<i64>(1)?.expect("id"),
-            row.get::<String>(2)?.expect("kind"),
-            row.get::<Vec<String>>(3)?.expect("channels"),
-            row.get::<Vec<f64>>(4)?.expect("channel_values"),
-            row.get::<f64>(5)?,
-            row.get::<String>(6)?,
-        )))
+    let id: Option<i64> = Spi::connect(|client| {
+        client.select(&*latest, Some(1), &[tenant_id.into(), model_version.into()])?.first().get_one()
     })
     .expect("reading attribution_model_fits");
-    let Some((id, kind, channels, values, probability, coalitions)) = row else {
+    let Some(id) = id else {
         return Err(AttributionError::NoFit {
             tenant: tenant_id.to_string(),
             model_version: model_version.to_owned(),
@@ -78,6 +65,24 @@ pub fn latest(tenant_id: pgrx::Uuid, model_version: &str) -> Result<i64, Attribu
     if cached(tenant_id, id).is_some() {
         return Ok(id);
     }
+    let load = catalog::statement("load_fit", &catalog::types(&[UUIDOID, INT8OID]), |schema| {
+        format!(
+            "SELECT kind, channels, channel_values, conversion_probability, coalitions::text
+               FROM {schema}.attribution_model_fits
+              WHERE tenant_id = $1 AND id = $2"
+        )
+    });
+    let (kind, channels, values, probability, coalitions) = Spi::connect(|client| {
+        let row = client.select(&*load, Some(1), &[tenant_id.into(), id.into()])?.first();
+        Ok::<_, pgrx::spi::SpiError>((
+            row.get::<String>(1)?.expect("kind"),
+            row.get::<Vec<String>>(2)?.expect("channels"),
+            row.get::<Vec<f64>>(3)?.expect("channel_values"),
+            row.get::<f64>(4)?,
+            row.get::<String>(5)?,
+        ))
+    })
+    .expect("reading the fit");
     let fit = match kind.as_str() {
         "markov" => Fit::Markov(MarkovFit::from_parts(channels, values, probability.unwrap_or(0.0))?),
         _ => Fit::Shapley(ShapleyFit::from_coalitions(channels, parse_coalitions(coalitions.as_deref())?)?),

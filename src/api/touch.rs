@@ -9,6 +9,7 @@ use crate::engine::touch::{
 use crate::errors::{AttributionError, OrReport};
 use pgrx::prelude::*;
 use std::cell::RefCell;
+use std::rc::Rc;
 
 /// Checks a model row's kind, channels and parameters (the BEFORE trigger on
 /// attribution_models calls it), raising invalid_parameter_value (22023) with what is
@@ -45,17 +46,17 @@ fn attribution_check_model(
 thread_local! {
     /// The last model parsed: a statement computes one model, so each call after the
     /// first finds it here instead of parsing the parameters again.
-    static LAST: RefCell<Option<(String, String, TouchModel)>> = const { RefCell::new(None) };
+    static LAST: RefCell<Option<(String, String, Rc<TouchModel>)>> = const { RefCell::new(None) };
 }
 
-fn touch_model(kind: &str, params: &str) -> TouchModel {
+fn touch_model(kind: &str, params: &str) -> Rc<TouchModel> {
     LAST.with_borrow_mut(|last| {
         if let Some((k, p, m)) = last.as_ref() {
             if k == kind && p == params {
                 return m.clone();
             }
         }
-        let m = model::parse(kind, params).or_report();
+        let m = Rc::new(model::parse(kind, params).or_report());
         *last = Some((kind.to_owned(), params.to_owned(), m.clone()));
         m
     })
