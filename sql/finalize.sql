@@ -108,7 +108,7 @@ REVOKE EXECUTE ON FUNCTION attribution_tenant_models_schedule(), attribution_tou
 -- per set-returning function: with that estimate a window's statement looked expensive
 -- enough to be JIT-compiled, which took longer than running it.
 ALTER FUNCTION attribution_touch_split(bigint, timestamptz, timestamptz[], text[], text, text, bigint) ROWS 4;
-ALTER FUNCTION attribution_touch_split_arrays(bigint, timestamptz, timestamptz[], text[], text, text, bigint) ROWS 1;
+ALTER FUNCTION attribution_touch_split_e10(bigint, timestamptz, timestamptz[], text[], text, text, bigint) ROWS 4;
 -- Pure Rust, like attribution_split_cents: no SQL, no pinned search_path needed.
 GRANT EXECUTE ON FUNCTION
     attribution_check_model(text, text[], jsonb),

@@ -618,6 +618,26 @@ GRANT SELECT, INSERT ON attribution_tenant_models TO attribution_app;
 SELECT pg_catalog.pg_extension_config_dump('attribution_touchpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('attribution_tenant_models', '');
 
+-- The (tenant, multi-touch model) pairs that have ever had allocations, written by every
+-- multi-touch computation. A window's first computation of a pair not listed here
+-- cannot find allocations of its events to clear, and skips looking for them (one index
+-- probe per conversion). Single-server layout only: once distributed on Citus, first
+-- computations always look.
+CREATE TABLE attribution_touch_allocated (
+    tenant_id      uuid NOT NULL,
+    model_version  text NOT NULL
+);
+-- Not unique: two first computations of the same pair can both add it (a unique key
+-- would make the second wait for the first's commit), and a few duplicates are harmless.
+CREATE INDEX attribution_touch_allocated_idx ON attribution_touch_allocated (tenant_id, model_version);
+ALTER TABLE attribution_touch_allocated ENABLE ROW LEVEL SECURITY;
+ALTER TABLE attribution_touch_allocated FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON attribution_touch_allocated
+    USING (tenant_id = attribution_current_tenant());
+GRANT SELECT, INSERT ON attribution_touch_allocated TO attribution_worker;
+-- Dumped: restored allocations without their row would be taken for none.
+SELECT pg_catalog.pg_extension_config_dump('attribution_touch_allocated', '');
+
 
 -- Fits of the data-driven models (Markov, Shapley), per tenant: written by
 -- attribution_fit_model(), read by the computations (the latest fit of a tenant and
@@ -674,7 +694,7 @@ CREATE FUNCTION "attribution_touch_split"(
 STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'attribution_touch_split_wrapper';
-CREATE FUNCTION "attribution_touch_split_arrays"(
+CREATE FUNCTION "attribution_touch_split_e10"(
 	"revenue_cents" bigint,
 	"converted_at" timestamp with time zone,
 	"touch_at" timestamp with time zone[],
@@ -683,13 +703,13 @@ CREATE FUNCTION "attribution_touch_split_arrays"(
 	"params" TEXT,
 	"fit_id" bigint
 ) RETURNS TABLE (
-	"channels" TEXT[],
-	"ratios_e10" bigint[],
-	"cents" bigint[]
+	"channel" TEXT,
+	"ratio_e10" bigint,
+	"cents" bigint
 )
 STABLE PARALLEL SAFE
 LANGUAGE c
-AS 'MODULE_PATHNAME', 'attribution_touch_split_arrays_wrapper';
+AS 'MODULE_PATHNAME', 'attribution_touch_split_e10_wrapper';
 CREATE FUNCTION "attribution_fit_model"(
 	"tenant_id" uuid,
 	"model_version" TEXT,
@@ -766,7 +786,7 @@ REVOKE EXECUTE ON FUNCTION attribution_tenant_models_schedule(), attribution_tou
 -- per set-returning function: with that estimate a window's statement looked expensive
 -- enough to be JIT-compiled, which took longer than running it.
 ALTER FUNCTION attribution_touch_split(bigint, timestamptz, timestamptz[], text[], text, text, bigint) ROWS 4;
-ALTER FUNCTION attribution_touch_split_arrays(bigint, timestamptz, timestamptz[], text[], text, text, bigint) ROWS 1;
+ALTER FUNCTION attribution_touch_split_e10(bigint, timestamptz, timestamptz[], text[], text, text, bigint) ROWS 4;
 -- Pure Rust, like attribution_split_cents: no SQL, no pinned search_path needed.
 GRANT EXECUTE ON FUNCTION
     attribution_check_model(text, text[], jsonb),

@@ -461,6 +461,26 @@ GRANT SELECT, INSERT ON attribution_tenant_models TO attribution_app;
 SELECT pg_catalog.pg_extension_config_dump('attribution_touchpoints', '');
 SELECT pg_catalog.pg_extension_config_dump('attribution_tenant_models', '');
 
+-- The (tenant, multi-touch model) pairs that have ever had allocations, written by every
+-- multi-touch computation. A window's first computation of a pair not listed here
+-- cannot find allocations of its events to clear, and skips looking for them (one index
+-- probe per conversion). Single-server layout only: once distributed on Citus, first
+-- computations always look.
+CREATE TABLE attribution_touch_allocated (
+    tenant_id      uuid NOT NULL,
+    model_version  text NOT NULL
+);
+-- Not unique: two first computations of the same pair can both add it (a unique key
+-- would make the second wait for the first's commit), and a few duplicates are harmless.
+CREATE INDEX attribution_touch_allocated_idx ON attribution_touch_allocated (tenant_id, model_version);
+ALTER TABLE attribution_touch_allocated ENABLE ROW LEVEL SECURITY;
+ALTER TABLE attribution_touch_allocated FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON attribution_touch_allocated
+    USING (tenant_id = attribution_current_tenant());
+GRANT SELECT, INSERT ON attribution_touch_allocated TO attribution_worker;
+-- Dumped: restored allocations without their row would be taken for none.
+SELECT pg_catalog.pg_extension_config_dump('attribution_touch_allocated', '');
+
 -- Fits of the data-driven models (Markov, Shapley), per tenant: written by
 -- attribution_fit_model(), read by the computations (the latest fit of a tenant and
 -- model is the one allocations use). A fit never changes; a new one gets a new id.

@@ -83,14 +83,21 @@ pub fn compute_window(
         let touch = &TouchKind { fit_id, ..touch.clone() };
         locks.take_days(pg_sys::ExclusiveLock);
         let args = Args { tenant_id, window, model_version, model: &model, correlation_id };
+        // On Citus the list is not kept: a first computation always clears.
+        let allocated_before = crate::citus::distributed() || mark_touch_allocated(&args);
         let (events, written) = if pass == Pass::First {
             // As Variant::First: plain inserts, or the upsert if an allocation exists.
             // Unlike a weighted model's, a multi-touch model's channels differ from one
             // computation to the next, so an allocation made elsewhere (the event was in
             // another window then, or compute_allocations() computed it) would not
-            // conflict: the window's events lose theirs first.
+            // conflict: the window's events lose theirs first, unless the model never
+            // had an allocation for the tenant.
             in_subtransaction(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, || {
-                let (_, removed) = run_touch_statement(&args, touch, TouchVariant::ClearFirst);
+                let removed = if allocated_before {
+                    run_touch_statement(&args, touch, TouchVariant::ClearFirst).1
+                } else {
+                    0
+                };
                 let (events, written) = run_touch_statement(&args, touch, TouchVariant::First);
                 (events, written + removed)
             })
@@ -515,6 +522,35 @@ fn statement_sql(variant: Variant, slices: Slices, schema: &str) -> String {
     )
 }
 
+/// Records in attribution_touch_allocated that the tenant's model has allocations (as
+/// of this transaction's commit); returns whether it already had them before this
+/// statement. Runs after the window's day locks are taken, so that a computation of the
+/// same days that committed meanwhile is seen.
+fn mark_touch_allocated(args: &Args<'_>) -> bool {
+    let stmt = catalog::statement("mark_touch_allocated", &catalog::types(&[UUIDOID, TEXTOID]), |schema| {
+        format!(
+            "WITH before AS (
+                 SELECT EXISTS (SELECT FROM {schema}.attribution_touch_allocated
+                                 WHERE tenant_id = $1 AND model_version = $2) AS listed
+             ),
+             marked AS (
+                 INSERT INTO {schema}.attribution_touch_allocated (tenant_id, model_version)
+                 SELECT $1, $2 FROM before WHERE NOT before.listed
+             )
+             SELECT listed FROM before"
+        )
+    });
+    Spi::connect_mut(|client| {
+        client
+            .update(&*stmt, Some(1), &[args.tenant_id.into(), args.model_version.into()])
+            .expect("recording the model's allocations")
+            .first()
+            .get::<bool>(1)
+            .expect("listed")
+            .unwrap_or(true)
+    })
+}
+
 /// The statements of a multi-touch computation.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum TouchVariant {
@@ -581,10 +617,11 @@ fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant
 /// lookback in microseconds (NULL: unlimited), $9 the fit of a data-driven model.
 ///
 /// Each conversion's path is its customer's touchpoints up to the conversion (within the
-/// lookback), read through attribution_touchpoints_path_idx; attribution_touch_split_arrays
-/// applies the rest of the model. The events are locked FOR KEY SHARE, as in
-/// statement_sql. Allocations of the computed events for channels the conversion no
-/// longer credits (a late touchpoint changed its path) are removed.
+/// lookback), read through attribution_touchpoints_path_idx; attribution_touch_split_e10
+/// applies the rest of the model, called in a select list so that its rows stream. The
+/// events are locked FOR KEY SHARE, as in statement_sql. Allocations of the computed
+/// events for channels the conversion no longer credits (a late touchpoint changed its
+/// path) are removed.
 fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
     if variant == TouchVariant::ClearFirst {
         // Event by event (OFFSET 0), as the removal below (the statement is prepared with
@@ -668,23 +705,24 @@ fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
              {events}
          ),
          computed AS {materialized} (
-             SELECT e.tenant_id, e.id AS event_id, s.channel,
-                    s.ratio_e10 * 0.0000000001 AS ratio, s.cents
-               FROM events e
-               LEFT JOIN LATERAL (
-                    SELECT pg_catalog.array_agg(t.occurred_at) AS touch_at,
-                           pg_catalog.array_agg(t.channel) AS touch_channels
-                      FROM {schema}.attribution_touchpoints t
-                     WHERE e.customer IS NOT NULL
-                       AND t.tenant_id = $1 AND t.customer_key = e.customer
-                       AND t.occurred_at <= e.occurred_at
-                       AND ($8::int8 IS NULL
-                            OR t.occurred_at >= e.occurred_at
-                               - pg_catalog.make_interval(secs => $8::float8 / 1000000))
-                    ) AS tp ON true
-              CROSS JOIN LATERAL {schema}.attribution_touch_split_arrays(e.revenue_cents, e.occurred_at,
-                                     tp.touch_at, tp.touch_channels, $5, $6, $9) AS a
-              CROSS JOIN LATERAL unnest(a.channels, a.ratios_e10, a.cents) AS s(channel, ratio_e10, cents)
+             SELECT x.tenant_id, x.event_id, (x.s).channel,
+                    (x.s).ratio_e10 * 0.0000000001 AS ratio, (x.s).cents
+               FROM (SELECT e.tenant_id, e.id AS event_id,
+                            {schema}.attribution_touch_split_e10(e.revenue_cents, e.occurred_at,
+                                tp.touch_at, tp.touch_channels, $5, $6, $9) AS s
+                       FROM events e
+                       LEFT JOIN LATERAL (
+                            SELECT pg_catalog.array_agg(t.occurred_at) AS touch_at,
+                                   pg_catalog.array_agg(t.channel) AS touch_channels
+                              FROM {schema}.attribution_touchpoints t
+                             WHERE e.customer IS NOT NULL
+                               AND t.tenant_id = $1 AND t.customer_key = e.customer
+                               AND t.occurred_at <= e.occurred_at
+                               AND ($8::int8 IS NULL
+                                    OR t.occurred_at >= e.occurred_at
+                                       - pg_catalog.make_interval(secs => $8::float8 / 1000000))
+                            ) AS tp ON true
+                     OFFSET 0) AS x
          ),
          upserted AS (
              INSERT INTO {schema}.attribution_allocations AS a

@@ -87,13 +87,13 @@ fn attribution_touch_split(
     )
 }
 
-/// The same as one row of arrays, for the computing statement (src/compute.rs), which
-/// unnests them: one call per conversion instead of one per channel, and the ratio as an
-/// integer number of 10^-10 (exact, where a float would need a slow conversion to
-/// numeric).
+/// The same, for the computing statement (src/compute.rs), which calls it in its select
+/// list, where its rows stream out one at a time (in FROM, each call's rows would be
+/// gathered in a tuplestore first), and with the ratio as an integer number of 10^-10
+/// (exact, where a float would need a slow conversion to numeric).
 #[pg_extern(stable, parallel_safe)]
 #[allow(clippy::type_complexity)]
-fn attribution_touch_split_arrays(
+fn attribution_touch_split_e10(
     revenue_cents: Option<i64>,
     converted_at: Option<TimestampWithTimeZone>,
     touch_at: Option<Vec<Option<TimestampWithTimeZone>>>,
@@ -101,18 +101,8 @@ fn attribution_touch_split_arrays(
     kind: Option<&str>,
     params: Option<&str>,
     fit_id: Option<i64>,
-) -> TableIterator<'static, (name!(channels, Vec<String>), name!(ratios_e10, Vec<i64>), name!(cents, Vec<i64>))>
-{
-    let split = split(revenue_cents, converted_at, touch_at, touch_channels, kind, params, fit_id);
-    let mut channels = Vec::with_capacity(split.len());
-    let mut ratios = Vec::with_capacity(split.len());
-    let mut cents = Vec::with_capacity(split.len());
-    for (channel, ratio, c) in split {
-        channels.push(channel);
-        ratios.push(ratio);
-        cents.push(c);
-    }
-    TableIterator::once((channels, ratios, cents))
+) -> TableIterator<'static, (name!(channel, String), name!(ratio_e10, i64), name!(cents, i64))> {
+    TableIterator::new(split(revenue_cents, converted_at, touch_at, touch_channels, kind, params, fit_id))
 }
 
 #[allow(clippy::type_complexity)]

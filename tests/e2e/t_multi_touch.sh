@@ -72,6 +72,16 @@ as_app "$A" -c "$(conversions_sql "$A")" >/dev/null
 as_app "$B" -c "$(conversions_sql "$B")" >/dev/null
 wait_for_drain 120
 assert_eq "$(sql -c "SELECT count(*) FROM attribution_recompute_jobs WHERE status <> 'succeeded'")" 0 "every job succeeded"
+# Which (tenant, multi-touch model) pairs have allocations: a first computation of a pair
+# not listed skips looking for allocations to clear.
+assert_eq "$(sql -c "SELECT string_agg(DISTINCT model_version, ',' ORDER BY model_version) FROM attribution_touch_allocated WHERE tenant_id = '$A'")" \
+    "$(sql -c "SELECT string_agg(DISTINCT model_version, ',' ORDER BY model_version) FROM attribution_allocations WHERE tenant_id = '$A' AND model_version LIKE 'mt-%'")" \
+    "attribution_touch_allocated lists the multi-touch models that have allocations for the tenant"
+assert_eq "$(sql -c "SELECT count(*) FROM attribution_touch_allocated WHERE tenant_id = '$B'")" 0 "... and none for a tenant that turned none on"
+for stmt in "SELECT * FROM attribution_touch_allocated" "INSERT INTO attribution_touch_allocated VALUES ('$A', 'mt-linear')" \
+            "DELETE FROM attribution_touch_allocated"; do
+    assert_eq "$(sqlstate_of as_app "$A" -c "$stmt")" 42501 "applications cannot touch attribution_touch_allocated: $stmt (42501)"
+done
 
 # The expected allocations, computed here in SQL from the definitions (README): the
 # conversion's counting touchpoints, credit per channel, cents by largest remainder with
