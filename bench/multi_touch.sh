@@ -21,7 +21,8 @@ CONVERSIONS=${CONVERSIONS:-100000}
 
 "$ROOT/scripts/setup.sh"
 install_extension release
-cluster_start "$DATA" "$PORT" "attribution.database = 'attribution_bench'" "shared_buffers = '1GB'" "max_wal_size = '4GB'"
+cluster_start "$DATA" "$PORT" "attribution.database = 'attribution_bench'" "shared_buffers = '1GB'" "max_wal_size = '4GB'" \
+    "checkpoint_timeout = '1h'"
 trap 'cluster_stop "$DATA"' EXIT
 q() { cluster_psql "$DATA" "$PORT" -d attribution_bench -tA "$@"; }
 cluster_psql "$DATA" "$PORT" -d postgres -c "CREATE DATABASE attribution_bench" >/dev/null
@@ -48,7 +49,10 @@ echo "  $(q -c "SELECT count(*) FROM attribution_touchpoints") touchpoints, $(q 
 
 # run MODEL SQL: runs SQL (which schedules MODEL's first computation of every window),
 # waits for the workers; prints "ms events/s" from the first job's start to the last's end.
+# Each run starts right after a checkpoint (and none is timed to start during it), so
+# that every run pays the same full-page writes.
 run() {
+    q -c "CHECKPOINT" >/dev/null
     q -c "$2" >/dev/null
     POLL_PAUSE=0.2 poll_until 1200 q -c "SELECT pending + running = 0 FROM attribution_queue_health"
     local ms
