@@ -565,11 +565,14 @@ enum TouchVariant {
 /// Runs a multi-touch model's statement over the window (incremental: over its recorded
 /// changes); returns (events computed, allocation rows written or removed).
 fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant) -> (i64, i64) {
-    let name = match variant {
-        TouchVariant::Full => "compute_touch_full",
-        TouchVariant::First => "compute_touch_first",
-        TouchVariant::ClearFirst => "compute_touch_clear_first",
-        TouchVariant::Incremental => "compute_touch_incremental",
+    let distributed = crate::citus::distributed();
+    let name = match (variant, distributed) {
+        (TouchVariant::Full, false) => "compute_touch_full",
+        (TouchVariant::Full, true) => "compute_touch_full citus",
+        (TouchVariant::First, _) => "compute_touch_first",
+        (TouchVariant::ClearFirst, _) => "compute_touch_clear_first",
+        (TouchVariant::Incremental, false) => "compute_touch_incremental",
+        (TouchVariant::Incremental, true) => "compute_touch_incremental citus",
     };
     let stmt = catalog::statement(
         name,
@@ -584,7 +587,7 @@ fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant
             INT8OID,
             INT8OID,
         ]),
-        |schema| touch_statement_sql(variant, schema),
+        |schema| touch_statement_sql(variant, schema, distributed),
     );
     Spi::connect_mut(|client| {
         let row = client
@@ -622,7 +625,7 @@ fn run_touch_statement(args: &Args<'_>, touch: &TouchKind, variant: TouchVariant
 /// events are locked FOR KEY SHARE, as in statement_sql. Allocations of the computed
 /// events for channels the conversion no longer credits (a late touchpoint changed its
 /// path) are removed.
-fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
+fn touch_statement_sql(variant: TouchVariant, schema: &str, distributed: bool) -> String {
     if variant == TouchVariant::ClearFirst {
         // Event by event (OFFSET 0), as the removal below (the statement is prepared with
         // the same parameter types; it uses only some).
@@ -665,16 +668,22 @@ fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
         // Nothing to remove (ClearFirst ran), nothing to conflict with: the rows stream
         // into the insert.
         TouchVariant::First => ("NOT MATERIALIZED", String::new(), "SELECT 1 WHERE false".to_owned()),
+        TouchVariant::Full | TouchVariant::Incremental if distributed => (
+            "MATERIALIZED",
+            TOUCH_UPSERT.to_owned(),
+            // Citus plans the CTEs apart (as intermediate results) and cannot plan a
+            // modification of a distributed table by ctid against them: by key instead.
+            format!(
+                "DELETE FROM {schema}.attribution_allocations a
+                  WHERE a.tenant_id = $1 AND a.model_version = $4
+                    AND a.event_id IN (SELECT e.id FROM events e)
+                    AND (a.event_id, a.channel) NOT IN (SELECT c.event_id, c.channel FROM computed c)
+                 RETURNING 1"
+            ),
+        ),
         TouchVariant::Full | TouchVariant::Incremental => (
             "MATERIALIZED",
-            "ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
-                SET allocation_ratio = excluded.allocation_ratio,
-                    allocated_revenue_cents = excluded.allocated_revenue_cents,
-                    correlation_id = excluded.correlation_id,
-                    updated_at = excluded.updated_at
-              WHERE (a.allocation_ratio, a.allocated_revenue_cents)
-                    IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents)"
-                .to_owned(),
+            TOUCH_UPSERT.to_owned(),
             // Looked up event by event (OFFSET 0 keeps it that way): a join let the
             // planner hash every allocation of the model, 0.4 s for a day of 10,000
             // conversions among 2.4 million allocations.
@@ -739,6 +748,15 @@ fn touch_statement_sql(variant: TouchVariant, schema: &str) -> String {
                 (SELECT count(*) FROM upserted) + (SELECT count(*) FROM removed)"
     )
 }
+
+/// The conflict clause of a multi-touch upsert: only what differs is written.
+const TOUCH_UPSERT: &str = "ON CONFLICT (tenant_id, event_id, model_version, channel) DO UPDATE
+                SET allocation_ratio = excluded.allocation_ratio,
+                    allocated_revenue_cents = excluded.allocated_revenue_cents,
+                    correlation_id = excluded.correlation_id,
+                    updated_at = excluded.updated_at
+              WHERE (a.allocation_ratio, a.allocated_revenue_cents)
+                    IS DISTINCT FROM (excluded.allocation_ratio, excluded.allocated_revenue_cents)";
 
 /// Runs `body` in a subtransaction. Some(result) if it succeeded (the subtransaction is
 /// kept); None if it failed with `code` (the subtransaction is rolled back, so nothing

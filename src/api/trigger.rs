@@ -467,6 +467,164 @@ enum Late {
     Changed(Vec<(pgrx::Uuid, String, Option<TimestampWithTimeZone>)>),
 }
 
+/// The touchpoints a statement inserted, updated (old and new versions) or deleted, as
+/// (tenant, customer, time) columns.
+struct Touched {
+    tenants: Vec<pgrx::Uuid>,
+    customers: Vec<String>,
+    at: Vec<TimestampWithTimeZone>,
+}
+
+/// The conversions a touchpoint of `customer` at `occurred_at` can change under a
+/// model with `lookback`: same customer, at or after it, within the lookback. A join
+/// condition on attribution_events e, t (customer_key, occurred_at) and m (lookback).
+const LATE_HIT: &str = "pg_catalog.length(coalesce(e.customer_key, e.raw_payload OPERATOR(pg_catalog.->>) 'customer_key')) OPERATOR(pg_catalog.<=) 200
+            AND coalesce(e.customer_key, e.raw_payload OPERATOR(pg_catalog.->>) 'customer_key') OPERATOR(pg_catalog.=) t.customer_key
+            AND e.occurred_at OPERATOR(pg_catalog.>=) t.occurred_at
+            AND (m.lookback IS NULL
+                 OR e.occurred_at OPERATOR(pg_catalog.<=)
+                    (t.occurred_at OPERATOR(pg_catalog.+)
+                     pg_catalog.make_interval(secs => m.lookback::float8 OPERATOR(pg_catalog./) 1000000)))";
+
+/// Records, for each multi-touch model a tenant uses (`tenants`, `models` and
+/// `lookbacks`, in step), the conversions the touched touchpoints can change (LATE_HIT),
+/// in one statement. Returns the (tenant, model, window start) of the recorded changes.
+fn record_late_changes(
+    touched: &Touched,
+    tenants: &[pgrx::Uuid],
+    models: &[String],
+    lookbacks: &[Option<i64>],
+    width: i64,
+) -> Vec<(pgrx::Uuid, String, Option<TimestampWithTimeZone>)> {
+    let schema = catalog::schema();
+    let sql = format!(
+        "WITH models AS (
+             SELECT * FROM ROWS FROM (pg_catalog.unnest($2::uuid[]), pg_catalog.unnest($3::text[]),
+                                     pg_catalog.unnest($4::int8[])) AS m(tenant_id, model_version, lookback)
+         ),
+         touched AS (
+             SELECT DISTINCT * FROM ROWS FROM (pg_catalog.unnest($5::uuid[]), pg_catalog.unnest($6::text[]),
+                                               pg_catalog.unnest($7::timestamptz[])) AS t(tenant_id, customer_key, occurred_at)
+         ),
+         hit AS (
+             SELECT DISTINCT m.tenant_id, m.model_version, e.occurred_at, e.id
+               FROM touched AS t
+               JOIN models m ON m.tenant_id OPERATOR(pg_catalog.=) t.tenant_id
+               JOIN {schema}.attribution_events e
+                 ON e.tenant_id OPERATOR(pg_catalog.=) t.tenant_id AND {LATE_HIT}
+         ),
+         recorded AS (
+             INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id)
+             SELECT tenant_id, model_version, occurred_at, id FROM hit
+             RETURNING tenant_id, model_version, occurred_at
+         )
+         SELECT DISTINCT tenant_id, model_version, {BUCKET} FROM recorded"
+    );
+    Spi::connect_mut(|client| {
+        let mut jobs = Vec::new();
+        for row in client.update(
+            &sql,
+            None,
+            &[
+                width.into(),
+                tenants.to_vec().into(),
+                models.to_vec().into(),
+                lookbacks.to_vec().into(),
+                touched.tenants.clone().into(),
+                touched.customers.clone().into(),
+                touched.at.clone().into(),
+            ],
+        )? {
+            let tenant: pgrx::Uuid = row.get(1)?.expect("tenant_id");
+            let model: String = row.get(2)?.expect("model_version");
+            let start: Option<TimestampWithTimeZone> = row.get(3)?;
+            jobs.push((tenant, model, start));
+        }
+        Ok::<_, pgrx::spi::SpiError>(jobs)
+    })
+    .expect("recording the conversions late touchpoints change")
+}
+
+/// The same under Citus, for one tenant: Citus routes a statement to the tenant's shards
+/// (on this node) only with the tenant in hand, so the conversions are found by one
+/// statement and recorded by another, each naming it.
+fn record_late_changes_of(
+    touched: &Touched,
+    tenant: pgrx::Uuid,
+    tenants: &[pgrx::Uuid],
+    models: &[String],
+    lookbacks: &[Option<i64>],
+    width: i64,
+) -> Vec<(pgrx::Uuid, String, Option<TimestampWithTimeZone>)> {
+    let schema = catalog::schema();
+    let pick = |t: &pgrx::Uuid| *t == tenant;
+    let (customers, at): (Vec<String>, Vec<TimestampWithTimeZone>) = touched
+        .tenants
+        .iter()
+        .zip(touched.customers.iter().zip(&touched.at))
+        .filter(|(t, _)| pick(t))
+        .map(|(_, (c, a))| (c.clone(), *a))
+        .unzip();
+    let (tenant_models, tenant_lookbacks): (Vec<String>, Vec<Option<i64>>) = tenants
+        .iter()
+        .zip(models.iter().zip(lookbacks))
+        .filter(|(t, _)| pick(t))
+        .map(|(_, (m, l))| (m.clone(), *l))
+        .unzip();
+    let find = format!(
+        "SELECT hit.model_version, hit.occurred_at, hit.id, {BUCKET}
+           FROM (SELECT DISTINCT m.model_version, e.occurred_at, e.id
+                   FROM ROWS FROM (pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::timestamptz[]))
+                        AS t(customer_key, occurred_at)
+                  CROSS JOIN ROWS FROM (pg_catalog.unnest($5::text[]), pg_catalog.unnest($6::int8[]))
+                        AS m(model_version, lookback)
+                   JOIN {schema}.attribution_events e
+                     ON e.tenant_id OPERATOR(pg_catalog.=) $2::uuid AND {LATE_HIT}) AS hit"
+    );
+    let record = format!(
+        "INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id)
+         SELECT $1::uuid, x.model_version, x.occurred_at, x.event_id
+           FROM ROWS FROM (pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::timestamptz[]),
+                           pg_catalog.unnest($4::uuid[])) AS x(model_version, occurred_at, event_id)"
+    );
+    Spi::connect_mut(|client| {
+        let mut hit_models = Vec::new();
+        let mut hit_at = Vec::new();
+        let mut hit_ids = Vec::new();
+        let mut jobs = BTreeMap::new();
+        for row in client.select(
+            &find,
+            None,
+            &[
+                width.into(),
+                tenant.into(),
+                customers.into(),
+                at.into(),
+                tenant_models.into(),
+                tenant_lookbacks.into(),
+            ],
+        )? {
+            let model: String = row.get(1)?.expect("model_version");
+            hit_at.push(row.get::<TimestampWithTimeZone>(2)?.expect("occurred_at"));
+            hit_ids.push(row.get::<pgrx::Uuid>(3)?.expect("id"));
+            let start: Option<TimestampWithTimeZone> = row.get(4)?;
+            jobs.insert((model.clone(), start.map(i64::from)), start);
+            hit_models.push(model);
+        }
+        if !hit_ids.is_empty() {
+            client.update(
+                &record,
+                None,
+                &[tenant.into(), hit_models.into(), hit_at.into(), hit_ids.into()],
+            )?;
+        }
+        Ok::<_, pgrx::spi::SpiError>(
+            jobs.into_iter().map(|((model, _), start)| (tenant, model, start)).collect(),
+        )
+    })
+    .expect("recording the conversions late touchpoints change")
+}
+
 /// Transition table names of the touchpoints trigger (sql/finalize.sql).
 const NEW_TOUCHPOINTS: &str = "attribution_new_touchpoints";
 const OLD_TOUCHPOINTS: &str = "attribution_old_touchpoints";
@@ -480,12 +638,12 @@ const OLD_TOUCHPOINTS: &str = "attribution_old_touchpoints";
 fn attribution_touchpoints_schedule<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, AttributionError> {
-    if !on_own_table(trigger, "attribution_touchpoints") {
-        // Under Citus the trigger fires on the shards, where it schedules nothing: late
-        // touchpoints are not re-attributed on a distributed installation yet (README).
-        if trigger.relid().is_ok_and(|relid| crate::citus::is_shard_of(relid, "attribution_touchpoints")) {
-            return Ok(None);
-        }
+    // Under Citus the trigger fires on the shards of the touchpoints, on the node that
+    // holds them (and the tenants' events, changes and jobs: they are co-located).
+    let on_a_shard = !on_own_table(trigger, "attribution_touchpoints");
+    if on_a_shard
+        && !trigger.relid().is_ok_and(|relid| crate::citus::is_shard_of(relid, "attribution_touchpoints"))
+    {
         AttributionError::TriggerMisplaced("attribution_touchpoints_schedule").report();
     }
     if restoring() {
@@ -506,24 +664,48 @@ fn attribution_touchpoints_schedule<'a>(
         .map(|t| format!("SELECT tenant_id, customer_key, occurred_at FROM {t}"))
         .collect::<Vec<_>>()
         .join(" UNION ");
-    let found = Spi::connect(|client| {
+    // The touched (tenant, customer, time)s, read first: under Citus the statements on
+    // the distributed tables below are planned apart from this one, where the
+    // transition tables cannot be seen.
+    let touched_rows = Spi::connect(|client| {
         // SAFETY: as in touched_buckets.
         let rc = unsafe {
             pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
         };
         assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+        let row = client
+            .select(
+                &format!(
+                    "SELECT pg_catalog.array_agg(t.tenant_id), pg_catalog.array_agg(t.customer_key),
+                            pg_catalog.array_agg(t.occurred_at)
+                       FROM ({touched}) AS t"
+                ),
+                Some(1),
+                &[],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::SpiError>(Touched {
+            tenants: row.get::<Vec<pgrx::Uuid>>(1)?.unwrap_or_default(),
+            customers: row.get::<Vec<String>>(2)?.unwrap_or_default(),
+            at: row.get::<Vec<TimestampWithTimeZone>>(3)?.unwrap_or_default(),
+        })
+    })
+    .expect("reading the touched touchpoints");
+    let touched_tenants: Vec<pgrx::Uuid> =
+        touched_rows.tenants.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    let found = Spi::connect(|client| {
         // The multi-touch models of the tenants touched, with their lookbacks.
         let models_sql = format!(
             "SELECT tm.tenant_id, m.model_version, m.kind, m.params::text
                FROM {schema}.attribution_tenant_models tm
                JOIN {schema}.attribution_models m ON m.model_version OPERATOR(pg_catalog.=) tm.model_version
               WHERE m.active AND m.kind OPERATOR(pg_catalog.<>) 'weighted'
-                AND tm.tenant_id IN (SELECT tenant_id FROM ({touched}) AS t)"
+                AND tm.tenant_id OPERATOR(pg_catalog.=) ANY ($1::uuid[])"
         );
         let mut tenants = Vec::new();
         let mut models = Vec::new();
         let mut lookbacks: Vec<Option<i64>> = Vec::new();
-        for row in client.select(&models_sql, None, &[])? {
+        for row in client.select(&models_sql, None, &[touched_tenants.clone().into()])? {
             let kind: String = row.get(3)?.expect("kind");
             let params: String = row.get(4)?.expect("params");
             tenants.push(row.get::<pgrx::Uuid>(1)?.expect("tenant_id"));
@@ -545,70 +727,37 @@ fn attribution_touchpoints_schedule<'a>(
     if sources.contains(&OLD_TOUCHPOINTS) {
         lock_customers(trigger, OLD_TOUCHPOINTS, &using, pg_sys::ShareLock);
     }
-    let jobs = Spi::connect_mut(|client| {
-        // SAFETY: as in touched_buckets.
-        let rc = unsafe {
-            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
-        };
-        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
-        // A large statement asks for full passes of its tenants' windows instead, as a
-        // bulk load of events does: recording each conversion it reaches would cost a
-        // join of its touchpoints with their customers' conversions and a change-log row
-        // per conversion and model.
-        let rows: i64 = client
-            .select(&format!("SELECT count(*) FROM ({touched}) AS t"), Some(1), &[])?
-            .first()
-            .get_one()?
-            .unwrap_or(0);
-        if rows > gucs::incremental_max_rows() {
-            let mut targets: BTreeMap<String, Vec<pgrx::Uuid>> = BTreeMap::new();
-            for (tenant, model) in tenants.iter().zip(&models) {
-                targets.entry(model.clone()).or_default().push(*tenant);
-            }
-            return Ok::<_, pgrx::spi::SpiError>(Late::Full(targets.into_iter().map(|(m, t)| (m, Some(t))).collect()));
+    // A large statement asks for full passes of its tenants' windows instead, as a bulk
+    // load of events does: recording each conversion it reaches would cost a join of its
+    // touchpoints with their customers' conversions and a change-log row per conversion
+    // and model.
+    let jobs = if touched_rows.tenants.len() as i64 > gucs::incremental_max_rows() {
+        let mut targets: BTreeMap<String, Vec<pgrx::Uuid>> = BTreeMap::new();
+        for (tenant, model) in tenants.iter().zip(&models) {
+            targets.entry(model.clone()).or_default().push(*tenant);
         }
-        let customer = "coalesce(e.customer_key, e.raw_payload OPERATOR(pg_catalog.->>) 'customer_key')";
-        let sql = format!(
-            "WITH models AS (
-                 SELECT * FROM ROWS FROM (pg_catalog.unnest($2::uuid[]), pg_catalog.unnest($3::text[]),
-                                         pg_catalog.unnest($4::int8[])) AS m(tenant_id, model_version, lookback)
-             ),
-             hit AS (
-                 SELECT DISTINCT m.tenant_id, m.model_version, e.occurred_at, e.id
-                   FROM ({touched}) AS t
-                   JOIN models m ON m.tenant_id OPERATOR(pg_catalog.=) t.tenant_id
-                   JOIN {schema}.attribution_events e
-                     ON e.tenant_id OPERATOR(pg_catalog.=) t.tenant_id
-                    AND pg_catalog.length({customer}) OPERATOR(pg_catalog.<=) 200
-                    AND {customer} OPERATOR(pg_catalog.=) t.customer_key
-                    AND e.occurred_at OPERATOR(pg_catalog.>=) t.occurred_at
-                    AND (m.lookback IS NULL
-                         OR e.occurred_at OPERATOR(pg_catalog.<=)
-                            (t.occurred_at OPERATOR(pg_catalog.+)
-                             pg_catalog.make_interval(secs => m.lookback::float8 OPERATOR(pg_catalog./) 1000000)))
-             ),
-             recorded AS (
-                 INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id)
-                 SELECT tenant_id, model_version, occurred_at, id FROM hit
-                 RETURNING tenant_id, model_version, occurred_at
-             )
-             SELECT DISTINCT tenant_id, model_version, {BUCKET} FROM recorded"
-        );
+        Late::Full(targets.into_iter().map(|(m, t)| (m, Some(t))).collect())
+    } else if on_a_shard {
+        // Citus routes a statement to one shard only with its tenant in hand: one
+        // statement per tenant, on this node's co-located shards.
         let mut jobs = Vec::new();
-        for row in client.update(
-            &sql,
-            None,
-            &[width.into(), tenants.into(), models.into(), lookbacks.into()],
-        )? {
-            let tenant: pgrx::Uuid = row.get(1)?.expect("tenant_id");
-            let model: String = row.get(2)?.expect("model_version");
-            let start: Option<TimestampWithTimeZone> = row.get(3)?;
-            jobs.push((tenant, model, start));
+        for tenant in tenants.iter().copied().collect::<BTreeSet<_>>() {
+            jobs.extend(record_late_changes_of(&touched_rows, tenant, &tenants, &models, &lookbacks, width));
         }
-        Ok(Late::Changed(jobs))
-    })
-    .expect("recording the conversions late touchpoints change");
+        Late::Changed(jobs)
+    } else {
+        Late::Changed(record_late_changes(&touched_rows, &tenants, &models, &lookbacks, width))
+    };
     let jobs = match jobs {
+        Late::Full(targets) if on_a_shard => {
+            // One tenant at a time, so that Citus routes each read of the events.
+            for (model, tenants) in targets {
+                for tenant in tenants.unwrap_or_default() {
+                    enqueue_full(&[(model.clone(), Some(vec![tenant]))]);
+                }
+            }
+            return Ok(None);
+        }
         Late::Full(targets) => {
             enqueue_full(&targets);
             return Ok(None);

@@ -332,4 +332,57 @@ assert_eq "$(sql -c "SELECT count(*) FROM worker_failed_jobs WHERE redriven_at I
 recovered=$(grep -ac "exited before finishing it" "$(data worker1)/server.log" || true)
 echo "    jobs worker1 found running after its restart and ran again: $recovered"
 
+log "multi-touch models: conversions, late touchpoints and a fitted model, through the coordinator"
+t7=$(tenant 7)
+t7_node=worker1; [ "$(sql -c "SELECT nodeport FROM ($placement_sql) x WHERE id = '$t7'")" = "${NODE_PORT[worker1]}" ] || t7_node=worker2
+sql -q -c "INSERT INTO attribution_models (model_version, kind) VALUES ('mt-linear', 'linear'), ('mt-markov', 'markov')"
+app7() { as_app -c "BEGIN" -c "SET LOCAL attribution.tenant_id = '$t7'" "$@" -c "COMMIT"; }
+# Turned on by the superuser: an application role's insert into this reference table
+# makes Citus lock the reference tables it references, which needs more than SELECT.
+sql -q -c "INSERT INTO attribution_tenant_models (tenant_id, model_version) VALUES ('$t7', 'mt-linear'), ('$t7', 'mt-markov')"
+# (ON CONFLICT: without it Citus sends an INSERT ... SELECT's rows with COPY, which the
+# tables' row-level security refuses.) Customers c1..c20: touchpoints on 2026-06-01 (email, then search for even customers),
+# a conversion each on 2026-06-02; c21..c40 touched but never converting (for the fit).
+app7 -c "INSERT INTO attribution_touchpoints (tenant_id, customer_key, occurred_at, channel)
+         SELECT '$t7', 'c' || c, timestamptz '2026-06-01 08:00Z' + k * interval '1 hour', CASE k WHEN 0 THEN 'email' ELSE 'search' END
+           FROM generate_series(1, 40) c, generate_series(0, 1) k WHERE k = 0 OR c % 2 = 0
+             ON CONFLICT DO NOTHING" >/dev/null
+app7 -c "SELECT count(*) FROM attribution_fit_model('$t7', 'mt-markov', '2026-05-01Z', '2026-07-01Z')" >/dev/null
+app7 -c "SET LOCAL attribution.correlation_id = 'citus-conversions'" \
+     -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents, customer_key)
+         SELECT gen_random_uuid(), '$t7', timestamptz '2026-06-02 10:00Z' + c * interval '1 minute', 1000 + c, 'c' || c
+           FROM generate_series(1, 20) c
+             ON CONFLICT DO NOTHING" >/dev/null
+wait_for_drain 60
+linear_c() {
+    sql -c "SELECT string_agg(a.channel || ':' || a.allocated_revenue_cents, ',' ORDER BY a.channel)
+              FROM attribution_allocations a JOIN attribution_events e ON e.tenant_id = a.tenant_id AND e.id = a.event_id
+             WHERE e.tenant_id = '$t7' AND e.customer_key = '$1' AND a.model_version = 'mt-linear'"
+}
+assert_eq "$(linear_c c1)" "email:1001" "linear: a conversion after one touchpoint credits it whole"
+assert_eq "$(linear_c c2)" "email:501,search:501" "linear: after two, half each (cents exact)"
+assert_eq "$(sql -c "$(cents_off_sql "'mt-linear', 'mt-markov'" "e.tenant_id = '$t7' AND e.customer_key IS NOT NULL")")" 0 \
+    "every conversion's cents add up under the linear and the fitted Markov model"
+assert_eq "$(sql -c "SELECT count(*) FROM attribution_model_fits WHERE tenant_id = '$t7' AND model_version = 'mt-markov'")" 1 \
+    "attribution_fit_model() stored tenant 7's fit in the distributed table"
+# A late touchpoint: c1 was also reached by social before converting.
+app7 -c "SET LOCAL attribution.correlation_id = 'citus-late'" \
+     -c "INSERT INTO attribution_touchpoints (tenant_id, customer_key, occurred_at, channel) VALUES ('$t7', 'c1', '2026-06-01 20:00Z', 'social')" >/dev/null
+wait_for_drain 60
+assert_eq "$(linear_c c1)" "email:501,social:500" "a late touchpoint re-attributes its customer's conversion"
+assert_eq "$(linear_c c3)" "email:1003" "... and no other customer's"
+grep -aqE "tenant $t7 correlation_id citus-late: incremental pass, 1 events" "$(data "$t7_node")/server.log" \
+    || fail "the late touchpoint's run was not an incremental pass over its one conversion on tenant 7's node"
+ok "by an incremental pass over that one conversion, on tenant 7's node"
+app7 -c "DELETE FROM attribution_touchpoints WHERE tenant_id = '$t7' AND channel = 'social'" >/dev/null
+wait_for_drain 60
+assert_eq "$(linear_c c1)" "email:1001" "a deleted touchpoint's credit goes away"
+assert_eq "$(sql -c "SELECT count(*) FROM attribution_event_changes")" 0 "every recorded change was consumed"
+app7 -c "SELECT schedule_full_recompute('$t7', '2026-06-02Z', '2026-06-03Z', 'citus-full', 'mt-linear')" >/dev/null
+wait_for_drain 60
+assert_eq "$(sql -c "SELECT status FROM attribution_recompute_jobs WHERE last_correlation_id = 'citus-full'")" succeeded \
+    "a full pass of a multi-touch window succeeds"
+assert_eq "$(linear_c c2)" "email:501,search:501" "... and changes nothing"
+assert_eq "$(sql -c "SELECT count(*) FROM worker_failed_jobs WHERE tenant_id = '$t7'")" 0 "no multi-touch job failed"
+
 log "all Citus checks passed in $((SECONDS - started)) s"
