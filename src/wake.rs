@@ -23,10 +23,6 @@ pub struct WorkerSlots {
     procnos: [AtomicI32; MAX_WORKERS],
     /// Whether the worker in each slot is about to sleep or sleeping.
     idle: [AtomicBool; MAX_WORKERS],
-    /// The workers' claim ledgers since shared memory was (re)initialised: 0 not read
-    /// yet, 1 being read by a worker, 2 read (src/worker/ledger.rs). Not about waking,
-    /// but the workers' only other shared state, reset with it by a crash restart.
-    ledgers: AtomicI32,
 }
 
 unsafe impl PGRXSharedMemory for WorkerSlots {}
@@ -65,35 +61,6 @@ pub fn publish(slot: usize) {
 /// this: a commit that happened before it saw the worker busy and woke nobody.
 pub fn set_idle(slot: usize, idle: bool) {
     SLOTS.get().idle[slot].store(idle, Ordering::SeqCst);
-}
-
-/// Where the claim ledgers stand since shared memory was (re)initialised.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Ledgers {
-    /// Nobody has read them: the caller now must (and then call [`ledgers_read`]).
-    ReadThem,
-    /// Another worker is reading them.
-    Wait,
-    Read,
-}
-
-pub fn ledgers() -> Ledgers {
-    match SLOTS.get().ledgers.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst) {
-        Ok(_) => Ledgers::ReadThem,
-        Err(1) => Ledgers::Wait,
-        Err(_) => Ledgers::Read,
-    }
-}
-
-/// Whether a worker is reading the claim ledgers now.
-pub fn ledgers_being_read() -> bool {
-    SLOTS.get().ledgers.load(Ordering::SeqCst) == 1
-}
-
-/// The worker that got [`Ledgers::ReadThem`] is done (or, when `done` is false, could not
-/// read them yet: the next worker to ask will).
-pub fn ledgers_read(done: bool) {
-    SLOTS.get().ledgers.store(if done { 2 } else { 0 }, Ordering::SeqCst);
 }
 
 /// A worker leaves its slot on a clean exit.

@@ -2,7 +2,6 @@
 //! orphaned by a crash, prune finished ones. Every step is its own short transaction, and
 //! an error in a job is caught and recorded, never allowed to kill the worker.
 
-use super::ledger;
 use crate::catalog;
 use crate::compute::{compute_window, LockWait, Pass};
 use crate::engine::retry::backoff;
@@ -72,12 +71,6 @@ struct Failure {
 /// has already claimed.
 #[derive(Default)]
 pub struct WorkerState {
-    /// This worker's number (its claim ledger's file, src/worker/ledger.rs).
-    slot: usize,
-    /// The ledger left by this worker's previous life has been dealt with.
-    ledger_read: bool,
-    /// The last claim could not be written to the ledger: flush its commit's WAL.
-    claim_needs_flush: bool,
     /// Why the worker currently refuses to run jobs, as last logged.
     refusal: Option<String>,
     /// A job claimed (committed as running) together with the previous job's result.
@@ -130,10 +123,6 @@ fn refusal() -> Option<String> {
 }
 
 impl WorkerState {
-    pub fn new(slot: usize) -> WorkerState {
-        WorkerState { slot, ..WorkerState::default() }
-    }
-
     /// Records the latest refusal and logs when it changes.
     fn note(&mut self, refusal: Option<String>) {
         if refusal != self.refusal {
@@ -161,9 +150,6 @@ impl WorkerState {
 
 /// Runs the next runnable job. Returns false when there was none.
 pub fn run_next(state: &mut WorkerState) -> bool {
-    if !state.ledger_read {
-        recover_from_ledger(state);
-    }
     let job = match state.claimed.take() {
         Some(job) => job,
         None => {
@@ -173,13 +159,9 @@ pub fn run_next(state: &mut WorkerState) -> bool {
                 warning!("pg_attribution worker could not claim a job: {}", f.message);
                 None
             });
-            flush_if_unrecorded(state);
             match claimed {
                 Some(job) => job,
-                None => {
-                    ledger::clear(state.slot);
-                    return false;
-                }
+                None => return false,
             }
         }
     };
@@ -189,7 +171,6 @@ pub fn run_next(state: &mut WorkerState) -> bool {
         let failure =
             Failure { sqlstate: Some("22023".into()), message: format!("the job row cannot run: {reason}") };
         record_outcome(&job, &failure, Outcome::DeadLetter);
-        ledger::clear(state.slot);
         return true;
     }
     report_activity(
@@ -201,20 +182,20 @@ pub fn run_next(state: &mut WorkerState) -> bool {
     );
     let started = Instant::now();
     // The following job is claimed in the same transaction, so its claim commits with
-    // this job's result: one transaction per job instead of two.
+    // this job's result: one transaction and one WAL flush per job instead of two.
     //
     // The run commits without waiting for its WAL flush (synchronous_commit off, set by
     // set_context): its allocations are visible at commit, one flush sooner. They are
-    // derived data: a crash that loses the commit leaves the job claimed or pending,
-    // with its change log unconsumed, and it runs again. Claims do not wait for their
-    // flush either: the claim ledger (src/worker/ledger.rs) is what makes a job that
-    // crashes the server spend its attempt.
-    let outcome = in_transaction(AssertUnwindSafe(|| (run(&job), claim_if_allowed(state))));
-    flush_if_unrecorded(state);
-    match outcome {
+    // derived data: a crash that loses the commit leaves the job claimed (the claim
+    // committed durably before the run) with its change log unconsumed, and crash
+    // recovery runs it again. A claim of the next job that rode in this transaction
+    // must be durable before that job runs (a job that crashes the server must have
+    // spent its attempt), so then the WAL is flushed here, after the results are
+    // already visible.
+    match in_transaction(AssertUnwindSafe(|| (run(&job), claim_if_allowed(state)))) {
         Ok((computed, next)) => {
-            if next.is_none() {
-                ledger::clear(state.slot);
+            if next.is_some() {
+                flush_wal();
             }
             debug1!(
                 "pg_attribution job {} tenant {} correlation_id {}: {} pass, {} events, {} allocation rows written in {:.1} ms",
@@ -241,121 +222,9 @@ pub fn run_next(state: &mut WorkerState) -> bool {
                 ))
             };
             record_outcome(&job, &failure, outcome);
-            ledger::clear(state.slot);
         }
     }
     true
-}
-
-/// After a commit that claimed a job the ledger could not record: makes the claim
-/// durable before the job runs, so that a job that crashes the server spends its
-/// attempt all the same.
-fn flush_if_unrecorded(state: &mut WorkerState) {
-    if std::mem::take(&mut state.claim_needs_flush) {
-        flush_wal();
-    }
-}
-
-/// Before a worker's first claim: the claims the ledgers name, if they were lost with
-/// the server's crash, count as the crashed attempts they were (see
-/// src/worker/ledger.rs). The first worker to start after shared memory was
-/// (re)initialised reads every worker's ledger while the others wait, so that no worker
-/// claims (and runs again, uncounted) a job another's ledger names. A worker restarted
-/// on its own reads only its own. Waits while the worker refuses to run jobs (the job
-/// table may not be there yet).
-fn recover_from_ledger(state: &mut WorkerState) {
-    let slots: Vec<usize> = match crate::wake::ledgers() {
-        crate::wake::Ledgers::ReadThem => (0..crate::gucs::MAX_WORKERS).collect(),
-        crate::wake::Ledgers::Read => vec![state.slot],
-        crate::wake::Ledgers::Wait => {
-            // Reading takes a few milliseconds; a reader that died leaves it to the
-            // orphan recovery after this bound.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while crate::wake::ledgers_being_read() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-                pgrx::check_for_interrupts!();
-            }
-            // Read by now: this worker's own ledger at the next call. Still not: go on.
-            state.ledger_read = crate::wake::ledgers_being_read();
-            return;
-        }
-    };
-    let reader = slots.len() > 1;
-    let entries: Vec<(usize, ledger::Entry)> =
-        slots.iter().filter_map(|&slot| ledger::read(slot).map(|e| (slot, e))).collect();
-    let result = in_transaction(AssertUnwindSafe(|| {
-        if refusal().is_some() {
-            return false;
-        }
-        let tables = crate::citus::job_tables();
-        for (_, entry) in &entries {
-            // Only a table workers claim from (the name is put into SQL).
-            if tables.iter().any(|t| *t == entry.table) {
-                recover_lost_claim(entry);
-            }
-        }
-        true
-    }));
-    let done = match result {
-        Ok(done) => done,
-        Err(f) => {
-            warning!("pg_attribution worker could not read the claim ledgers: {}", f.message);
-            true
-        }
-    };
-    if done {
-        for (slot, _) in &entries {
-            ledger::clear(*slot);
-        }
-        state.ledger_read = true;
-    }
-    if reader {
-        crate::wake::ledgers_read(done);
-    }
-}
-
-fn recover_lost_claim(entry: &ledger::Entry) {
-    // The claim's own update, redone, where the job is still as it was before the claim.
-    let job = Spi::connect_mut(|client| {
-        let rows = client
-            .update(
-                &format!(
-                    "UPDATE {table} j
-                        SET status = 'running', attempts = least(j.attempts, 2147483646) + 1,
-                            run_count = least(j.run_count, 2147483646) + 1,
-                            worker_pid = NULL, updated_at = now()
-                      WHERE j.tenant_id = $1::uuid AND j.id = $2::uuid
-                        AND j.status = 'pending' AND j.attempts = $3 - 1
-                  RETURNING j.id, j.tenant_id, j.window_start, j.window_end, j.model_version,
-                            j.last_correlation_id, j.attempts, j.inject_failure, j.full_requested,
-                            j.computed_at",
-                    table = entry.table
-                ),
-                Some(1),
-                &[entry.tenant_id.as_str().into(), entry.id.as_str().into(), entry.attempts.into()],
-            )
-            .expect("recovering a claim from the ledger");
-        rows.into_iter().next().map(|row| Job::from_row(&row, &entry.table))
-    });
-    let Some(job) = job else { return };
-    log!(
-        "pg_attribution job {} tenant {} correlation_id {} was running when the server stopped, and its claim was lost: counting the attempt",
-        job.id, job.tenant_id, job.correlation_id
-    );
-    let outcome = if job.attempts >= gucs::max_attempts() {
-        Outcome::DeadLetter
-    } else {
-        Outcome::Retry(Duration::ZERO)
-    };
-    record_failure(&job, &crashed(), outcome);
-}
-
-/// The failure recorded for a run its worker did not finish.
-fn crashed() -> Failure {
-    Failure {
-        sqlstate: None,
-        message: "the worker running this job exited before finishing it (crash, kill or shutdown)".into(),
-    }
 }
 
 /// What becomes of a job whose run failed.
@@ -431,16 +300,6 @@ fn claim_if_allowed(state: &mut WorkerState) -> Option<Job> {
         if let Some(job) = claim(&tables[i], state.last_tenant) {
             state.last_tenant = Some(job.tenant_id);
             state.next_table = i + 1;
-            // The claim commits without waiting for its WAL flush; the ledger, written
-            // before the commit, is what survives a crash (src/worker/ledger.rs).
-            let entry = ledger::Entry {
-                table: job.table.clone(),
-                tenant_id: job.tenant_id.to_string(),
-                id: job.id.to_string(),
-                attempts: job.attempts,
-            };
-            state.claim_needs_flush = !ledger::record(state.slot, &entry);
-            commit_without_flush();
             return Some(job);
         }
     }
@@ -448,8 +307,7 @@ fn claim_if_allowed(state: &mut WorkerState) -> Option<Job> {
 }
 
 fn claim(table: &str, after_tenant: Option<pgrx::Uuid>) -> Option<Job> {
-    // The claim commits before the run (on its own, or with the previous job's result),
-    // and the claim ledger records it: a run that crashes the worker has then already
+    // The claim commits on its own: a run that crashes the worker has then already
     // counted as an attempt, so a job that always crashes ends in the dead-letter table.
     //
     // Fair share: each worker goes round the tenants with runnable jobs in tenant_id
@@ -733,7 +591,11 @@ pub fn recover_orphans(claimed_next: Option<pgrx::Uuid>) {
                     .collect::<Vec<_>>()
             }));
         }
-        let crashed = crashed();
+        let crashed = Failure {
+            sqlstate: None,
+            message: "the worker running this job exited before finishing it (crash, kill or shutdown)"
+                .into(),
+        };
         let unrecorded = Failure {
             sqlstate: Some("55P03".into()),
             message: "the outcome of this run could not be recorded: a transaction held the job row past \
@@ -906,24 +768,6 @@ fn in_transaction<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
         }
     }
     outcome
-}
-
-/// Makes the current transaction's commit not wait for its WAL flush
-/// (SET LOCAL synchronous_commit = off).
-fn commit_without_flush() {
-    // SAFETY: setting a GUC for the current transaction only, inside it.
-    unsafe {
-        pg_sys::set_config_option(
-            c"synchronous_commit".as_ptr(),
-            c"off".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            0,
-            false,
-        );
-    }
 }
 
 /// Waits until all WAL written so far is flushed, as a synchronous commit would have.

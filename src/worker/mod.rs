@@ -7,7 +7,6 @@
 //! Commits that enqueue jobs set the latches of idle workers.
 
 mod jobs;
-mod ledger;
 
 use crate::names::BACKEND_TYPE;
 use crate::{gucs, wake};
@@ -73,7 +72,7 @@ pub extern "C-unwind" fn pg_attribution_worker_main(arg: pg_sys::Datum) {
     wake::publish(slot);
     log!("pg_attribution worker {slot} started in database \"{database}\" as role \"{role}\"");
 
-    let mut state = jobs::WorkerState::new(slot);
+    let mut state = jobs::WorkerState::default();
     let mut last_maintenance: Option<Instant> = None;
     loop {
         if BackgroundWorker::sighup_received() {
