@@ -486,68 +486,13 @@ const LATE_HIT: &str = "pg_catalog.length(coalesce(e.customer_key, e.raw_payload
                     (t.occurred_at OPERATOR(pg_catalog.+)
                      pg_catalog.make_interval(secs => m.lookback::float8 OPERATOR(pg_catalog./) 1000000)))";
 
-/// Records, for each multi-touch model a tenant uses (`tenants`, `models` and
-/// `lookbacks`, in step), the conversions the touched touchpoints can change (LATE_HIT),
-/// in one statement. Returns the (tenant, model, window start) of the recorded changes.
-fn record_late_changes(
-    touched: &Touched,
-    tenants: &[pgrx::Uuid],
-    models: &[String],
-    lookbacks: &[Option<i64>],
-    width: i64,
-) -> Vec<(pgrx::Uuid, String, Option<TimestampWithTimeZone>)> {
-    let schema = catalog::schema();
-    let sql = format!(
-        "WITH models AS (
-             SELECT * FROM ROWS FROM (pg_catalog.unnest($2::uuid[]), pg_catalog.unnest($3::text[]),
-                                     pg_catalog.unnest($4::int8[])) AS m(tenant_id, model_version, lookback)
-         ),
-         touched AS (
-             SELECT DISTINCT * FROM ROWS FROM (pg_catalog.unnest($5::uuid[]), pg_catalog.unnest($6::text[]),
-                                               pg_catalog.unnest($7::timestamptz[])) AS t(tenant_id, customer_key, occurred_at)
-         ),
-         hit AS (
-             SELECT DISTINCT m.tenant_id, m.model_version, e.occurred_at, e.id
-               FROM touched AS t
-               JOIN models m ON m.tenant_id OPERATOR(pg_catalog.=) t.tenant_id
-               JOIN {schema}.attribution_events e
-                 ON e.tenant_id OPERATOR(pg_catalog.=) t.tenant_id AND {LATE_HIT}
-         ),
-         recorded AS (
-             INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id)
-             SELECT tenant_id, model_version, occurred_at, id FROM hit
-             RETURNING tenant_id, model_version, occurred_at
-         )
-         SELECT DISTINCT tenant_id, model_version, {BUCKET} FROM recorded"
-    );
-    Spi::connect_mut(|client| {
-        let mut jobs = Vec::new();
-        for row in client.update(
-            &sql,
-            None,
-            &[
-                width.into(),
-                tenants.to_vec().into(),
-                models.to_vec().into(),
-                lookbacks.to_vec().into(),
-                touched.tenants.clone().into(),
-                touched.customers.clone().into(),
-                touched.at.clone().into(),
-            ],
-        )? {
-            let tenant: pgrx::Uuid = row.get(1)?.expect("tenant_id");
-            let model: String = row.get(2)?.expect("model_version");
-            let start: Option<TimestampWithTimeZone> = row.get(3)?;
-            jobs.push((tenant, model, start));
-        }
-        Ok::<_, pgrx::spi::SpiError>(jobs)
-    })
-    .expect("recording the conversions late touchpoints change")
-}
-
-/// The same under Citus, for one tenant: Citus routes a statement to the tenant's shards
-/// (on this node) only with the tenant in hand, so the conversions are found by one
-/// statement and recorded by another, each naming it.
+/// Records, for each multi-touch model `tenant` uses (its entries in `tenants`, `models`
+/// and `lookbacks`, in step), the conversions its touched touchpoints can change
+/// (LATE_HIT). Returns the (tenant, model, window start) of the recorded changes.
+///
+/// One tenant at a time, each statement naming it: under Citus that routes them to the
+/// tenant's co-located shards on this node (the conversions are found by one statement
+/// and recorded by another, since Citus plans the CTEs of one statement apart).
 fn record_late_changes_of(
     touched: &Touched,
     tenant: pgrx::Uuid,
@@ -737,29 +682,21 @@ fn attribution_touchpoints_schedule<'a>(
             targets.entry(model.clone()).or_default().push(*tenant);
         }
         Late::Full(targets.into_iter().map(|(m, t)| (m, Some(t))).collect())
-    } else if on_a_shard {
-        // Citus routes a statement to one shard only with its tenant in hand: one
-        // statement per tenant, on this node's co-located shards.
+    } else {
         let mut jobs = Vec::new();
         for tenant in tenants.iter().copied().collect::<BTreeSet<_>>() {
             jobs.extend(record_late_changes_of(&touched_rows, tenant, &tenants, &models, &lookbacks, width));
         }
         Late::Changed(jobs)
-    } else {
-        Late::Changed(record_late_changes(&touched_rows, &tenants, &models, &lookbacks, width))
     };
     let jobs = match jobs {
-        Late::Full(targets) if on_a_shard => {
+        Late::Full(targets) => {
             // One tenant at a time, so that Citus routes each read of the events.
             for (model, tenants) in targets {
                 for tenant in tenants.unwrap_or_default() {
                     enqueue_full(&[(model.clone(), Some(vec![tenant]))]);
                 }
             }
-            return Ok(None);
-        }
-        Late::Full(targets) => {
-            enqueue_full(&targets);
             return Ok(None);
         }
         Late::Changed(jobs) => jobs,
