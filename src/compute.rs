@@ -114,6 +114,7 @@ pub fn compute_window(
     // by slice (see Slices).
     if !incremental {
         locks.take_days(pg_sys::ExclusiveLock);
+        locks.exclude_inserts();
     }
 
     let variant = match (incremental, current, pass) {
@@ -498,11 +499,7 @@ fn statement_sql(variant: Variant, slices: Slices, schema: &str) -> String {
         }
     };
     format!(
-        "WITH model AS MATERIALIZED (
-             SELECT $5::text[] AS channels, $6::int[] AS weights,
-                    ARRAY(SELECT round(u.w::numeric / (SELECT sum(x) FROM unnest($6::int[]) x), 10)
-                            FROM unnest($6::int[]) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord) AS ratios
-         ),
+        "WITH model AS MATERIALIZED ({model}),
          consumed AS (
              {consume}
          ),
@@ -518,7 +515,99 @@ fn statement_sql(variant: Variant, slices: Slices, schema: &str) -> String {
              {removal}
          )
          SELECT ({event_count}),
-                (SELECT count(*) FROM upserted) + (SELECT count(*) FROM removed)"
+                (SELECT count(*) FROM upserted) + (SELECT count(*) FROM removed)",
+        model = model_sql("$5", "$6")
+    )
+}
+
+/// A weighted model's one row: its channels, weights and each channel's ratio (weight /
+/// sum of weights, rounded to 10 places), from the parameters holding its channels and
+/// weights. Every statement that allocates under a weighted model reads it.
+fn model_sql(channels: &str, weights: &str) -> String {
+    format!(
+        "SELECT {channels}::text[] AS channels, {weights}::int[] AS weights,
+                ARRAY(SELECT round(u.w::numeric / (SELECT sum(x) FROM unnest({weights}::int[]) x), 10)
+                        FROM unnest({weights}::int[]) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord) AS ratios"
+    )
+}
+
+// Allocation on insert.
+//
+// The insert trigger (src/api/trigger.rs) allocates the events of a small INSERT
+// statement in the inserting transaction, under the weighted models, instead of recording
+// them for the workers: they are allocated when the statement commits, and nobody reads
+// them again. This is safe without the locks the workers take because no other
+// transaction can see, change or delete those events before they commit, so nobody else
+// can be computing them. What remains is the model: the statement reads it as it is when
+// the statement runs, and a full pass of the same days (a changed model's, a repair, a
+// window's first) must not miss events allocated under an older version. So each such
+// statement holds an insert guard on the days of its events (and one per tenant and
+// model) in ROW EXCLUSIVE mode, which only full passes conflict with: a full pass holds
+// the days' guards EXCLUSIVE (waiting for the inserts that hold them, which then commit
+// before it reads the events), and a statement that finds a guard held or waited for
+// does not wait: its events go to the change log, as before, for the workers.
+
+/// The most UTC days an INSERT statement's events may fall in for it to allocate them
+/// itself (each is a lock held until commit); beyond, the change log takes them.
+pub const ALLOCATE_ON_INSERT_MAX_DAYS: i64 = 8;
+
+/// How long a worker's full pass waits for statements that allocate inserted events of
+/// its days to commit before it puts the job back. Those statements do not wait for it,
+/// so the wait is short; the bound keeps a transaction left open after an INSERT from
+/// tying up a worker.
+const INSERT_GUARD_WAIT_MS: i32 = 100;
+
+fn insert_guard_key(tenant_id: pgrx::Uuid, model_version: &str, day: Option<i64>) -> String {
+    match day {
+        Some(day) => format!("{tenant_id}/{model_version}/{day}/inserts"),
+        None => format!("{tenant_id}/{model_version}/inserts"),
+    }
+}
+
+/// Takes, without waiting, the insert guards of a tenant's model for an INSERT that
+/// allocates its events in these windows. False when one is held or waited for by a
+/// full pass (the guards taken so far stay until the transaction ends; they only make
+/// full passes of those days wait for its commit).
+pub fn guard_inserts(tenant_id: pgrx::Uuid, model_version: &str, windows: &[Window]) -> bool {
+    let try_lock = |key: &str| {
+        let (objid, subid) = lock_tag(key, DAY_LOCK);
+        // SAFETY: a transaction-scoped lock of the extension's class, not waited for.
+        unsafe {
+            pg_sys::ConditionalLockDatabaseObject(
+                catalog::extension_oid(),
+                objid.into(),
+                subid,
+                pg_sys::RowExclusiveLock as pg_sys::LOCKMODE,
+            )
+        }
+    };
+    if !try_lock(&insert_guard_key(tenant_id, model_version, None)) {
+        return false;
+    }
+    windows.iter().all(|window| match window.lock_granules() {
+        Some(days) => days.into_iter().all(|day| try_lock(&insert_guard_key(tenant_id, model_version, Some(day)))),
+        None => false,
+    })
+}
+
+/// The statement that allocates the new events in `table` (an INSERT's transition
+/// table) of the tenants in $1 under the weighted model $2 (channels $3, weights $4),
+/// with correlation id $5, as a full pass would. Plain inserts: events this statement
+/// inserted cannot have allocations yet. Returns the rows written.
+pub fn allocate_inserted_sql(schema: &str, table: &str) -> String {
+    format!(
+        "WITH model AS MATERIALIZED ({model})
+         INSERT INTO {schema}.attribution_allocations
+                (tenant_id, event_id, model_version, channel, allocation_ratio,
+                 allocated_revenue_cents, correlation_id)
+         SELECT n.tenant_id, n.id, $2, s.channel, s.ratio, s.cents, $5
+           FROM model m
+          CROSS JOIN {table} n
+          CROSS JOIN LATERAL unnest(m.channels, m.ratios,
+                                    {schema}.attribution_split_cents(n.revenue_cents, m.weights))
+                     AS s(channel, ratio, cents)
+          WHERE n.tenant_id = ANY ($1::uuid[])",
+        model = model_sql("$3", "$4")
     )
 }
 
@@ -894,6 +983,31 @@ impl WindowLocks<'_> {
         }
     }
 
+    /// The insert guards of the window's days, exclusively (see guard_inserts): waits for
+    /// the statements that allocate inserted events of those days to commit, and keeps
+    /// new ones from doing so until this transaction ends. A worker waits at most
+    /// INSERT_GUARD_WAIT_MS for each, then fails with lock_not_available (and puts the
+    /// job back); a caller of compute_allocations() waits as for the other locks.
+    fn exclude_inserts(&self) {
+        let keys: Vec<String> = match self.window.lock_granules() {
+            Some(days) => days
+                .into_iter()
+                .map(|day| insert_guard_key(self.tenant_id, self.model_version, Some(day)))
+                .collect(),
+            None => vec![insert_guard_key(self.tenant_id, self.model_version, None)],
+        };
+        for key in keys {
+            if self.take(&key, DAY_LOCK, pg_sys::ExclusiveLock, LockWait::NoWait, true) {
+                continue;
+            }
+            let restore = (self.wait == LockWait::NoWait).then(|| set_lock_timeout(&INSERT_GUARD_WAIT_MS.to_string()));
+            self.take(&key, DAY_LOCK, pg_sys::ExclusiveLock, LockWait::Wait, false);
+            if let Some(previous) = restore {
+                set_lock_timeout(&previous);
+            }
+        }
+    }
+
     /// One slice of every day of the window, exclusively (after take_days in share
     /// mode), if no other transaction holds it; false otherwise (the slice locks of the
     /// days taken so far stay until the transaction ends).
@@ -938,6 +1052,17 @@ impl WindowLocks<'_> {
             unsafe { pg_sys::pg_usleep(1000) };
         }
     }
+}
+
+/// Sets lock_timeout for the rest of the transaction; returns its previous value.
+fn set_lock_timeout(value: &str) -> String {
+    let stmt = catalog::statement("set_lock_timeout", &catalog::types(&[TEXTOID]), |_| {
+        "SELECT pg_catalog.current_setting('lock_timeout'), pg_catalog.set_config('lock_timeout', $1, true)".into()
+    });
+    Spi::connect_mut(|client| {
+        client.update(&*stmt, Some(1), &[value.into()])?.first().get::<String>(1).map(Option::unwrap_or_default)
+    })
+    .expect("setting lock_timeout")
 }
 
 const TENANT_LOCK: u16 = 0;

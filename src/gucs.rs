@@ -10,6 +10,7 @@ pub static CORRELATION_ID: GucSetting<Option<CString>> = GucSetting::<Option<CSt
 pub static WINDOW_WIDTH: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static MAX_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(31 * 86_400);
 pub static INCREMENTAL_MAX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static ALLOCATE_ON_INSERT: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -38,6 +39,14 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_bool_guc(
+        c"attribution.allocate_on_insert",
+        c"Allocate the events of a small INSERT in the inserting transaction.",
+        c"An INSERT of at most attribution.incremental_max_rows events into at most 8 days allocates them under the weighted models as part of the statement, so they are allocated when it commits; off leaves them to the background workers.",
+        &ALLOCATE_ON_INSERT,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"attribution.incremental_max_rows",
         c"Largest statement whose changed events are recorded for incremental recompute.",
@@ -62,6 +71,10 @@ pub fn init() {
 
 /// Statements changing at most this many events record them for incremental runs;
 /// larger ones ask for a full pass.
+pub fn allocate_on_insert() -> bool {
+    ALLOCATE_ON_INSERT.get()
+}
+
 pub fn incremental_max_rows() -> i64 {
     i64::from(INCREMENTAL_MAX_ROWS.get())
 }

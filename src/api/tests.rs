@@ -27,6 +27,12 @@ fn tenants() {
     run(&format!("INSERT INTO attribution_tenants (id, name) VALUES ('{TENANT_A}', 'a'), ('{TENANT_B}', 'b')"));
 }
 
+/// Inserts record their events for the workers, as with attribution.allocate_on_insert
+/// off, for the tests of what the workers compute.
+fn leave_inserts_to_the_workers() {
+    run("SET LOCAL attribution.allocate_on_insert = off");
+}
+
 fn jobs(tenant: &str) -> i64 {
     one(&format!("SELECT count(*) FROM attribution_recompute_jobs WHERE tenant_id = '{tenant}'"))
 }
@@ -178,8 +184,56 @@ fn assert_cents_conserved() {
 }
 
 #[pg_test]
+fn an_insert_allocates_its_events_itself_and_records_only_the_rest() {
+    tenants();
+    run("INSERT INTO attribution_models (model_version, channels, weights) VALUES ('2.0.0', ARRAY['a', 'b'], ARRAY[2, 1])");
+    run("SET LOCAL attribution.correlation_id = 'insert-1'");
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100), (E2, "2026-01-01 11:00Z", 7)]);
+    // Allocated by the statement, under both weighted models, with its correlation id.
+    let rows = |filter: &str| one::<i64>(&format!("SELECT count(*) FROM attribution_allocations WHERE {filter}"));
+    assert_eq!(rows("correlation_id = 'insert-1' AND model_version = '1.0.0'"), 6);
+    assert_eq!(rows("correlation_id = 'insert-1' AND model_version = '2.0.0'"), 4);
+    assert_cents_conserved();
+    assert_eq!(
+        one::<i64>(&format!(
+            "SELECT allocated_revenue_cents FROM attribution_allocations WHERE model_version = '2.0.0' AND event_id = '{E1}' AND channel = 'a'"
+        )),
+        67
+    );
+    // Nothing is recorded for the workers; the jobs are enqueued as for any statement.
+    let changes = || one::<i64>("SELECT count(*) FROM attribution_event_changes");
+    assert_eq!(changes(), 0);
+    assert_eq!(jobs(TENANT_A), 2);
+    // A full pass finds nothing to change: they are what a computation from scratch gives.
+    assert_eq!(compute(TENANT_A, "2026-01-01Z", "2026-01-02Z"), (2, 0));
+    assert_eq!(
+        Spi::get_two::<i64, i64>(&format!(
+            "SELECT event_count, allocation_count FROM compute_allocations('{TENANT_A}', '2026-01-01Z', '2026-01-02Z', '2.0.0')"
+        ))
+        .unwrap(),
+        (Some(2), Some(0))
+    );
+    // Updates and deletes are left to the workers.
+    run(&format!("UPDATE attribution_events SET revenue_cents = 101 WHERE id = '{E1}'"));
+    assert_eq!(changes(), 2, "one record per model");
+    // Events over more than 8 days are recorded instead (each day is a lock until commit).
+    let days: Vec<(String, String, i64)> =
+        (1..=9).map(|d| (format!("20000000-0000-4000-8000-{d:012}"), format!("2026-02-{d:02} 10:00Z"), 5)).collect();
+    let rows_of: Vec<(&str, &str, i64)> = days.iter().map(|(id, ts, rev)| (id.as_str(), ts.as_str(), *rev)).collect();
+    insert_events(TENANT_A, &rows_of);
+    assert_eq!(changes(), 2 + 18);
+    assert_eq!(rows("event_id::text LIKE '20000000-%'"), 0);
+    // So are an insert's events with the setting off.
+    run("SET LOCAL attribution.allocate_on_insert = off");
+    insert_events(TENANT_A, &[(E3, "2026-01-01 12:00Z", 5)]);
+    assert_eq!(changes(), 2 + 18 + 2);
+    assert_eq!(rows(&format!("event_id = '{E3}'")), 0);
+}
+
+#[pg_test]
 fn compute_allocates_every_cent_and_is_idempotent() {
     tenants();
+    leave_inserts_to_the_workers();
     insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100), (E2, "2026-01-01 11:00Z", 0), (E3, "2026-01-01 12:00Z", -1)]);
     assert_eq!(compute(TENANT_A, "2026-01-01Z", "2026-01-02Z"), (3, 9));
     assert_cents_conserved();
@@ -391,6 +445,7 @@ fn a_tenant_context_sees_only_its_own_rows_in_every_table() {
 #[pg_test]
 fn an_rls_bound_role_can_schedule_and_compute_for_its_tenant() {
     tenants();
+    leave_inserts_to_the_workers();
     run("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'attribution_test_app') THEN
             CREATE ROLE attribution_test_app NOLOGIN; END IF; END $$");
     run("GRANT attribution_app TO attribution_test_app");
@@ -666,6 +721,7 @@ fn the_sql_uses_the_names_the_rust_code_defines() {
 #[pg_test]
 fn small_statements_record_changed_events_and_bulk_ones_ask_for_a_full_pass() {
     tenants();
+    leave_inserts_to_the_workers();
     let changes = |filter: &str| one::<i64>(&format!("SELECT count(*) FROM attribution_event_changes WHERE {filter}"));
     insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100), (E2, "2026-01-01 11:00Z", 7)]);
     assert_eq!(changes("true"), 2, "one record per event and active model");
@@ -733,6 +789,7 @@ fn changing_a_model_schedules_a_full_pass_of_every_window_with_events() {
 fn a_first_pass_inserts_and_falls_back_to_an_upsert_when_allocations_exist() {
     use crate::compute::{compute_window, LockWait, Pass};
     tenants();
+    leave_inserts_to_the_workers();
     insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100), (E2, "2026-01-01 11:00Z", 7)]);
     let micros = |ts: &str| i64::from(one::<TimestampWithTimeZone>(&format!("SELECT '{ts}'::timestamptz")));
     let window = crate::engine::window::Window::new(micros("2026-01-01Z"), micros("2026-01-02Z"), true, 86400)
@@ -798,6 +855,7 @@ fn a_first_pass_inserts_and_falls_back_to_an_upsert_when_allocations_exist() {
 fn a_hot_window_is_computed_slice_by_slice_and_others_can_take_a_slice() {
     use crate::compute::{compute_window, help_with_slice, LockWait, Pass};
     tenants();
+    leave_inserts_to_the_workers();
     // More changes than one statement takes at once: 5,000 new events of one day.
     run(&format!(
         "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)

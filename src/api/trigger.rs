@@ -7,6 +7,7 @@
 //! instead of adding jobs for rows whose allocations it restores too.
 
 use crate::catalog;
+use crate::compute;
 use crate::engine::window::{Window, WindowError};
 use crate::errors::{AttributionError, OrReport};
 use crate::gucs;
@@ -42,10 +43,25 @@ fn attribution_events_schedule<'a>(
         lock_customers(trigger, NEW_ROWS, &multi_touch, pg_sys::RowExclusiveLock);
     }
     // Small statements record which events changed, so the runs compute only those; a
-    // bulk load asks for a full pass instead, which costs the load nothing per row.
+    // bulk load asks for a full pass instead, which costs the load nothing per row. A
+    // small INSERT allocates its events itself where it can (allocate_inserted), and
+    // records only the rest.
     let full = new_rows > gucs::incremental_max_rows();
     if !full && new_rows > 0 && !models.is_empty() && catalog::sql_is_current() {
-        record_changes(trigger, &models);
+        let inserted = matches!(trigger.op(), Ok(pgrx::trigger_support::PgTriggerOperation::Insert));
+        let allocated =
+            if inserted { allocate_inserted(trigger, &buckets, &models, &correlation_id) } else { BTreeSet::new() };
+        let rest: BTreeMap<pgrx::Uuid, Vec<String>> = models
+            .iter()
+            .map(|(tenant, versions)| {
+                let left = versions.iter().filter(|v| !allocated.contains(&(*tenant, (*v).clone()))).cloned();
+                (*tenant, left.collect::<Vec<_>>())
+            })
+            .filter(|(_, versions)| !versions.is_empty())
+            .collect();
+        if !rest.is_empty() {
+            record_changes(trigger, &rest);
+        }
     }
     let mut requests = Vec::with_capacity(buckets.len());
     for (tenant_id, window) in &buckets {
@@ -61,6 +77,89 @@ fn attribution_events_schedule<'a>(
     }
     queue::enqueue(&requests);
     Ok(None)
+}
+
+/// Allocates the events an INSERT statement added, under their tenants' weighted models,
+/// in the statement's own transaction (see "Allocation on insert" in src/compute.rs), so
+/// they are allocated when it commits. Returns the (tenant, model) pairs it allocated;
+/// the caller records the other pairs' events for the workers. It allocates nothing:
+/// - with attribution.allocate_on_insert off;
+/// - under Citus (the trigger runs on a shard there);
+/// - in a REPEATABLE READ or SERIALIZABLE transaction, whose snapshot may predate a
+///   model change that a full pass has already made;
+/// - when the events fall in more than ALLOCATE_ON_INSERT_MAX_DAYS days;
+/// - for a multi-touch model (a conversion's credit depends on other rows);
+/// - for a pair whose days a full pass holds or waits for.
+///
+/// The jobs are enqueued as for any statement: they keep their meaning (correlation id,
+/// a window's first computation), and find nothing recorded for these events.
+fn allocate_inserted(
+    trigger: &PgTrigger<'_>,
+    buckets: &BTreeSet<(pgrx::Uuid, Window)>,
+    models: &BTreeMap<pgrx::Uuid, Vec<String>>,
+    correlation_id: &str,
+) -> BTreeSet<(pgrx::Uuid, String)> {
+    let mut allocated = BTreeSet::new();
+    // SAFETY: reads the backend's current isolation level.
+    let transaction_snapshot = unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
+    if !gucs::allocate_on_insert() || crate::citus::distributed() || transaction_snapshot {
+        return allocated;
+    }
+    let days = buckets
+        .iter()
+        .map(|(_, window)| window.lock_granules().map_or(i64::MAX, |days| days.end() - days.start() + 1))
+        .fold(0i64, i64::saturating_add);
+    if days > compute::ALLOCATE_ON_INSERT_MAX_DAYS {
+        return allocated;
+    }
+    let mut tenants_of: BTreeMap<&str, Vec<pgrx::Uuid>> = BTreeMap::new();
+    for (tenant, versions) in models {
+        for version in versions {
+            tenants_of.entry(version.as_str()).or_default().push(*tenant);
+        }
+    }
+    let schema = catalog::schema();
+    for (version, tenants) in tenants_of {
+        // A model that cannot be loaded is left to the workers, whose job reports why.
+        let Ok(model) = compute::load_model(version) else { continue };
+        if model.touch.is_some() {
+            continue;
+        }
+        let guarded: Vec<pgrx::Uuid> = tenants
+            .into_iter()
+            .filter(|tenant| {
+                let windows: Vec<Window> =
+                    buckets.iter().filter(|(t, _)| t == tenant).map(|(_, window)| *window).collect();
+                compute::guard_inserts(*tenant, version, &windows)
+            })
+            .collect();
+        if guarded.is_empty() {
+            continue;
+        }
+        Spi::connect_mut(|client| {
+            // SAFETY: as in touched_buckets.
+            let rc = unsafe {
+                pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
+            };
+            assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+            client
+                .update(
+                    &compute::allocate_inserted_sql(&schema, NEW_ROWS),
+                    None,
+                    &[
+                        guarded.clone().into(),
+                        version.into(),
+                        model.channels.clone().into(),
+                        model.weights.clone().into(),
+                        correlation_id.into(),
+                    ],
+                )
+                .map(|_| ())
+        })
+        .expect("allocating inserted events");
+        allocated.extend(guarded.into_iter().map(|tenant| (tenant, version.to_owned())));
+    }
+    allocated
 }
 
 /// Records every inserted or updated event (its new version) for each of its tenant's
