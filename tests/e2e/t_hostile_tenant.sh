@@ -58,6 +58,8 @@ reload_with "attribution.failure_injection = on" "attribution.max_attempts = 1"
 sql >/dev/null <<SQL
 BEGIN;
 SET LOCAL attribution.correlation_id = 'req-dead';
+-- Left to the workers (whose runs fail), not allocated by the INSERT.
+SET LOCAL attribution.allocate_on_insert = off;
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
 VALUES (gen_random_uuid(), '$A', '2026-02-21 12:00Z', 100), (gen_random_uuid(), '$B', '2026-02-20 12:00Z', 100);
 UPDATE attribution_recompute_jobs SET inject_failure = 'error' WHERE window_start IN ('2026-02-20Z', '2026-02-21Z');

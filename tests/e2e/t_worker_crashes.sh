@@ -1,6 +1,9 @@
 # kill -9 of a worker in the middle of a job, a job that crashes its worker every time,
 # and an immediate shutdown during a drain: nothing lost, nothing doubled.
 
+# What is tested here is the workers' runs: the inserts leave their events to them
+# rather than allocating them themselves.
+sql -c "ALTER DATABASE $E2E_DB SET attribution.allocate_on_insert = off" >/dev/null
 sql -c "$(tenants_sql)" >/dev/null
 
 # 1. kill -9 mid-job. A session holds attribution_allocations in SHARE mode, so the job

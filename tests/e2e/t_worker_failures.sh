@@ -2,6 +2,9 @@
 # SQLSTATE, message and payload; the worker survives; a re-drive succeeds. The failure
 # flag is ignored unless the server enables attribution.failure_injection (SIGHUP).
 
+# What is tested here is the workers' runs: the inserts leave their events to them
+# rather than allocating them themselves.
+sql -c "ALTER DATABASE $E2E_DB SET attribution.allocate_on_insert = off" >/dev/null
 sql -c "$(tenants_sql)" >/dev/null
 enqueue_failing() {  # $1 = day, $2 = mode: enqueue and flag in one transaction
     sql >/dev/null <<SQL

@@ -4,6 +4,9 @@
 # without dead-lettering it even with max_attempts = 1; once the lock is gone the job
 # succeeds. The window locks themselves are object locks no session can take.
 
+# What is tested here is the workers' runs: the inserts leave their events to them
+# rather than allocating them themselves.
+sql -c "ALTER DATABASE $E2E_DB SET attribution.allocate_on_insert = off" >/dev/null
 sql -c "$(tenants_sql)" >/dev/null
 sql >/dev/null <<'SQL'
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
@@ -39,7 +42,8 @@ assert_eq "$(events_off_by_a_cent)" 0 "its allocations add up"
     -c "SELECT FROM compute_allocations('aaaaaaaa-0000-4000-8000-000000000001', '2026-04-01', '2026-04-02')" \
     -c "SELECT pg_sleep(8)" -c "COMMIT" >/dev/null &
 locker=$!
-wait_for 10 "SELECT count(*) = 2 FROM pg_locks l JOIN pg_extension e ON e.extname = 'pg_attribution'
+# (Three locks: the tenant's model, the day, and the day's insert guard.)
+wait_for 10 "SELECT count(*) = 3 FROM pg_locks l JOIN pg_extension e ON e.extname = 'pg_attribution'
               WHERE l.locktype = 'object' AND l.classid = e.oid AND l.granted"
 sql -c "SELECT schedule_recompute_window('aaaaaaaa-0000-4000-8000-000000000001', '2026-04-01', '2026-04-02', 'req-busy')" \
     -c "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
@@ -94,4 +98,4 @@ SELECT (SELECT count(*) FROM pg_locks l JOIN pg_extension e ON e.extname = 'pg_a
        (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid());
 ROLLBACK;
 SQL
-)" "2/0" "compute_allocations holds the tenant and day object locks, and no advisory lock"
+)" "3/0" "compute_allocations holds the tenant, day and insert-guard object locks, and no advisory lock"

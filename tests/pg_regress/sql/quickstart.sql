@@ -19,7 +19,8 @@ SELECT window_start AT TIME ZONE 'UTC' AS window_start_utc,
        model_version, status, run_count, attempts, rerun_requested
   FROM attribution_recompute_jobs ORDER BY window_start;
 
--- Compute both days synchronously.
+-- The INSERT allocated its events itself (attribution.allocate_on_insert), so
+-- computing both days again synchronously finds nothing to write.
 SELECT * FROM compute_allocations('a0000000-0000-4000-8000-000000000001',
                                   '2026-03-01T00:00:00Z', '2026-03-02T00:00:00Z');
 SELECT * FROM compute_allocations('a0000000-0000-4000-8000-000000000001',

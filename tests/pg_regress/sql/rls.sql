@@ -7,6 +7,7 @@ INSERT INTO attribution_tenants (id, name) VALUES
 INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents) VALUES
     ('e0000000-0000-4000-8000-00000000000a', 'a0000000-0000-4000-8000-000000000001', '2026-03-01T10:00Z', 300),
     ('e0000000-0000-4000-8000-00000000000b', 'b0000000-0000-4000-8000-000000000002', '2026-03-01T10:00Z', 900);
+-- (Already allocated by the INSERT: the computations find nothing to write.)
 SELECT event_count, allocation_count FROM compute_allocations('a0000000-0000-4000-8000-000000000001', '2026-03-01Z', '2026-03-02Z');
 SELECT event_count, allocation_count FROM compute_allocations('b0000000-0000-4000-8000-000000000002', '2026-03-01Z', '2026-03-02Z');
 
