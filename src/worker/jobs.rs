@@ -770,10 +770,16 @@ fn in_transaction<R>(body: impl FnOnce() -> R) -> Result<R, Failure> {
     outcome
 }
 
-/// Waits until all WAL written so far is flushed, as a synchronous commit would have.
+/// Waits until the commit record of the transaction that just committed is flushed, as
+/// a synchronous commit would have.
+///
+/// Not GetXLogInsertRecPtr(): when the insert position is exactly at a page boundary it
+/// points past the next page's header, which is not written yet, and XLogFlush fails
+/// with "xlog flush request ... is not satisfied" (which ended the worker).
 fn flush_wal() {
-    // SAFETY: outside any transaction; XLogFlush only writes and syncs WAL.
-    unsafe { pg_sys::XLogFlush(pg_sys::GetXLogInsertRecPtr()) };
+    // SAFETY: outside any transaction, right after the commit that set
+    // XactLastCommitEnd; XLogFlush only writes and syncs WAL.
+    unsafe { pg_sys::XLogFlush(pg_sys::XactLastCommitEnd) };
 }
 
 fn failure_from(e: CaughtError) -> Failure {
