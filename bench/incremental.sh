@@ -167,17 +167,23 @@ BEGIN
       PERFORM FROM attribution_allocations
         WHERE tenant_id = '$TENANT_A' AND event_id = event AND model_version = '1.0.0';
       IF FOUND THEN seen := clock_timestamp(); EXIT; END IF;
-      IF clock_timestamp() - t0 > interval '150 ms' THEN
-        RAISE EXCEPTION 'sample % not allocated within 150 ms', i;
+      IF clock_timestamp() - t0 > interval '2 s' THEN
+        RAISE EXCEPTION 'sample % not allocated within 2 s', i;
       END IF;
       PERFORM pg_sleep(0.001);
     END LOOP;
     -- The job the INSERT enqueued, as bench/run.sh measures it: its finished_at (taken
     -- just before its commit), read after the client slept.
     PERFORM pg_sleep(greatest(0, 0.15 - extract(epoch FROM clock_timestamp() - t0)));
-    SELECT finished_at INTO done FROM attribution_recompute_jobs
-     WHERE tenant_id = '$TENANT_A' AND window_start = '$DAY' AND finished_at > t0;
-    IF done IS NULL THEN RAISE EXCEPTION 'the job of sample % did not finish within 150 ms', i; END IF;
+    LOOP
+      SELECT finished_at INTO done FROM attribution_recompute_jobs
+       WHERE tenant_id = '$TENANT_A' AND window_start = '$DAY' AND finished_at > t0;
+      EXIT WHEN done IS NOT NULL;
+      IF clock_timestamp() - t0 > interval '2 s' THEN
+        RAISE EXCEPTION 'the job of sample % did not finish within 2 s', i;
+      END IF;
+      PERFORM pg_sleep(0.005);
+    END LOOP;
     INSERT INTO lat VALUES (extract(epoch FROM seen - t0) * 1000, extract(epoch FROM done - t0) * 1000);
     COMMIT;
     PERFORM pg_sleep(greatest(0, 0.2 - extract(epoch FROM clock_timestamp() - t0)));

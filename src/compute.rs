@@ -113,8 +113,10 @@ pub fn compute_window(
     // except that of a hot window, which shares its days and excludes the others slice
     // by slice (see Slices).
     if !incremental {
-        locks.take_days(pg_sys::ExclusiveLock);
+        // The insert guards first: an INSERT that holds one and then calls
+        // compute_allocations() for the same days must not find them taken by us.
         locks.exclude_inserts();
+        locks.take_days(pg_sys::ExclusiveLock);
     }
 
     let variant = match (incremental, current, pass) {
@@ -551,11 +553,17 @@ fn model_sql(channels: &str, weights: &str) -> String {
 /// itself (each is a lock held until commit); beyond, the change log takes them.
 pub const ALLOCATE_ON_INSERT_MAX_DAYS: i64 = 8;
 
-/// How long a worker's full pass waits for statements that allocate inserted events of
-/// its days to commit before it puts the job back. Those statements do not wait for it,
-/// so the wait is short; the bound keeps a transaction left open after an INSERT from
-/// tying up a worker.
-const INSERT_GUARD_WAIT_MS: i32 = 100;
+/// The most insert guards one transaction takes: each is a slot of the server's shared
+/// lock table until it ends, so a transaction of many small INSERTs over many days (a
+/// backfill in one transaction, say) records its later events for the workers instead
+/// of filling that table for everyone.
+pub const MAX_INSERT_GUARDS_PER_TRANSACTION: usize = 64;
+
+thread_local! {
+    /// The insert guards taken so far by the current transaction: (its top-level xid,
+    /// how many).
+    static INSERT_GUARDS: std::cell::Cell<(u32, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
 
 fn insert_guard_key(tenant_id: pgrx::Uuid, model_version: &str, day: Option<i64>) -> String {
     match day {
@@ -566,9 +574,25 @@ fn insert_guard_key(tenant_id: pgrx::Uuid, model_version: &str, day: Option<i64>
 
 /// Takes, without waiting, the insert guards of a tenant's model for an INSERT that
 /// allocates its events in these windows. False when one is held or waited for by a
-/// full pass (the guards taken so far stay until the transaction ends; they only make
-/// full passes of those days wait for its commit).
+/// full pass, or when the transaction would hold more than
+/// MAX_INSERT_GUARDS_PER_TRANSACTION (the guards taken so far stay until the
+/// transaction ends; they only make full passes of those days wait for its commit).
 pub fn guard_inserts(tenant_id: pgrx::Uuid, model_version: &str, windows: &[Window]) -> bool {
+    let mut keys = vec![insert_guard_key(tenant_id, model_version, None)];
+    for window in windows {
+        let Some(days) = window.lock_granules() else { return false };
+        keys.extend(days.into_iter().map(|day| insert_guard_key(tenant_id, model_version, Some(day))));
+    }
+    // SAFETY: reads the current transaction's top-level xid (assigned: it inserted).
+    let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() }.into_inner();
+    let taken = INSERT_GUARDS.with(|g| match g.get() {
+        (x, n) if x == xid => n,
+        _ => 0,
+    });
+    if taken + keys.len() > MAX_INSERT_GUARDS_PER_TRANSACTION {
+        return false;
+    }
+    INSERT_GUARDS.with(|g| g.set((xid, taken + keys.len())));
     let try_lock = |key: &str| {
         let (objid, subid) = lock_tag(key, DAY_LOCK);
         // SAFETY: a transaction-scoped lock of the extension's class, not waited for.
@@ -581,13 +605,34 @@ pub fn guard_inserts(tenant_id: pgrx::Uuid, model_version: &str, windows: &[Wind
             )
         }
     };
-    if !try_lock(&insert_guard_key(tenant_id, model_version, None)) {
-        return false;
-    }
-    windows.iter().all(|window| match window.lock_granules() {
-        Some(days) => days.into_iter().all(|day| try_lock(&insert_guard_key(tenant_id, model_version, Some(day)))),
-        None => false,
+    keys.iter().all(|key| try_lock(key))
+}
+
+/// Whether one of these windows of the tenant's model has a full pass queued (asked for
+/// by a bulk statement or schedule_full_recompute(), or its first): that pass will read
+/// the events anyway, and allocations written before it would only make a first pass's
+/// plain inserts fail and run again as an upsert.
+pub fn full_pass_pending(tenant_id: pgrx::Uuid, model_version: &str, windows: &[Window]) -> bool {
+    let stmt = catalog::statement(
+        "full_pass_pending",
+        &catalog::types(&[UUIDOID, TEXTOID, TIMESTAMPTZARRAYOID]),
+        |schema| {
+            format!(
+                "SELECT EXISTS (SELECT FROM {schema}.attribution_recompute_jobs j
+                                 WHERE j.tenant_id = $1 AND j.window_start = ANY ($3) AND j.model_version = $2
+                                   AND j.status = 'pending' AND (j.full_requested OR j.computed_at IS NULL))"
+            )
+        },
+    );
+    let starts: Vec<TimestampWithTimeZone> = windows.iter().map(|w| to_timestamptz(w.start)).collect();
+    Spi::connect(|client| {
+        client
+            .select(&*stmt, Some(1), &[tenant_id.into(), model_version.into(), starts.into()])?
+            .first()
+            .get_one::<bool>()
     })
+    .expect("looking for queued full passes")
+    .unwrap_or(false)
 }
 
 /// The statement that allocates the new events in `table` (an INSERT's transition
@@ -985,9 +1030,11 @@ impl WindowLocks<'_> {
 
     /// The insert guards of the window's days, exclusively (see guard_inserts): waits for
     /// the statements that allocate inserted events of those days to commit, and keeps
-    /// new ones from doing so until this transaction ends. A worker waits at most
-    /// INSERT_GUARD_WAIT_MS for each, then fails with lock_not_available (and puts the
-    /// job back); a caller of compute_allocations() waits as for the other locks.
+    /// new ones from doing so until this transaction ends. Unlike the other window
+    /// locks, a worker waits for them (at most attribution.lock_timeout, then it puts
+    /// the job back): inserts that come while it waits leave their events to the change
+    /// log, so only the transactions already holding a guard delay it, whereas a worker
+    /// that tried without waiting could miss its turn as long as inserts keep coming.
     fn exclude_inserts(&self) {
         let keys: Vec<String> = match self.window.lock_granules() {
             Some(days) => days
@@ -997,14 +1044,7 @@ impl WindowLocks<'_> {
             None => vec![insert_guard_key(self.tenant_id, self.model_version, None)],
         };
         for key in keys {
-            if self.take(&key, DAY_LOCK, pg_sys::ExclusiveLock, LockWait::NoWait, true) {
-                continue;
-            }
-            let restore = (self.wait == LockWait::NoWait).then(|| set_lock_timeout(&INSERT_GUARD_WAIT_MS.to_string()));
             self.take(&key, DAY_LOCK, pg_sys::ExclusiveLock, LockWait::Wait, false);
-            if let Some(previous) = restore {
-                set_lock_timeout(&previous);
-            }
         }
     }
 
@@ -1052,17 +1092,6 @@ impl WindowLocks<'_> {
             unsafe { pg_sys::pg_usleep(1000) };
         }
     }
-}
-
-/// Sets lock_timeout for the rest of the transaction; returns its previous value.
-fn set_lock_timeout(value: &str) -> String {
-    let stmt = catalog::statement("set_lock_timeout", &catalog::types(&[TEXTOID]), |_| {
-        "SELECT pg_catalog.current_setting('lock_timeout'), pg_catalog.set_config('lock_timeout', $1, true)".into()
-    });
-    Spi::connect_mut(|client| {
-        client.update(&*stmt, Some(1), &[value.into()])?.first().get::<String>(1).map(Option::unwrap_or_default)
-    })
-    .expect("setting lock_timeout")
 }
 
 const TENANT_LOCK: u16 = 0;

@@ -69,12 +69,13 @@ pub fn init() {
     );
 }
 
-/// Statements changing at most this many events record them for incremental runs;
-/// larger ones ask for a full pass.
+/// Whether a small INSERT allocates its events itself (src/api/trigger.rs).
 pub fn allocate_on_insert() -> bool {
     ALLOCATE_ON_INSERT.get()
 }
 
+/// Statements changing at most this many events record them for incremental runs;
+/// larger ones ask for a full pass.
 pub fn incremental_max_rows() -> i64 {
     i64::from(INCREMENTAL_MAX_ROWS.get())
 }

@@ -231,6 +231,34 @@ fn an_insert_allocates_its_events_itself_and_records_only_the_rest() {
 }
 
 #[pg_test]
+fn an_insert_leaves_its_events_to_a_queued_full_pass_and_past_its_guard_budget() {
+    tenants();
+    let changes = || one::<i64>("SELECT count(*) FROM attribution_event_changes");
+    let allocations = || one::<i64>("SELECT count(*) FROM attribution_allocations");
+    // A full pass of the day is queued: it will read the event, so the INSERT records it.
+    run(&format!("SELECT schedule_full_recompute('{TENANT_A}', '2026-01-01Z', '2026-01-02Z')"));
+    insert_events(TENANT_A, &[(E1, "2026-01-01 10:00Z", 100)]);
+    assert_eq!((changes(), allocations()), (1, 0));
+    // One transaction of one-event INSERTs into ever new days: each takes two guards
+    // (the tenant's model, the day) until 64 are held, then records its event.
+    let budget = crate::compute::MAX_INSERT_GUARDS_PER_TRANSACTION as i64;
+    for d in 0..budget / 2 + 5 {
+        let id = format!("30000000-0000-4000-8000-{d:012}");
+        run(&format!(
+            "INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+             VALUES ('{id}', '{TENANT_A}', '2027-01-01Z'::timestamptz + {d} * interval '1 day', 10)"
+        ));
+    }
+    assert_eq!(allocations(), 3 * (budget / 2));
+    assert_eq!(changes(), 1 + 5);
+    assert_eq!(
+        one::<i64>("SELECT count(*) FROM pg_locks WHERE locktype = 'object' AND pid = pg_backend_pid() AND mode = 'RowExclusiveLock'"),
+        budget / 2 + 1,
+        "one guard per day and one for the tenant's model"
+    );
+}
+
+#[pg_test]
 fn compute_allocates_every_cent_and_is_idempotent() {
     tenants();
     leave_inserts_to_the_workers();

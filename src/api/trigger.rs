@@ -49,8 +49,11 @@ fn attribution_events_schedule<'a>(
     let full = new_rows > gucs::incremental_max_rows();
     if !full && new_rows > 0 && !models.is_empty() && catalog::sql_is_current() {
         let inserted = matches!(trigger.op(), Ok(pgrx::trigger_support::PgTriggerOperation::Insert));
-        let allocated =
-            if inserted { allocate_inserted(trigger, &buckets, &models, &correlation_id) } else { BTreeSet::new() };
+        let allocated = if inserted {
+            allocate_inserted(trigger, &buckets, &models, &correlation_id)
+        } else {
+            BTreeSet::new()
+        };
         let rest: BTreeMap<pgrx::Uuid, Vec<String>> = models
             .iter()
             .map(|(tenant, versions)| {
@@ -89,7 +92,9 @@ fn attribution_events_schedule<'a>(
 ///   model change that a full pass has already made;
 /// - when the events fall in more than ALLOCATE_ON_INSERT_MAX_DAYS days;
 /// - for a multi-touch model (a conversion's credit depends on other rows);
-/// - for a pair whose days a full pass holds or waits for.
+/// - for a pair with a full pass of one of those windows queued (it will read them);
+/// - for a pair whose days a full pass holds or waits for, or once the transaction
+///   holds MAX_INSERT_GUARDS_PER_TRANSACTION guards.
 ///
 /// The jobs are enqueued as for any statement: they keep their meaning (correlation id,
 /// a window's first computation), and find nothing recorded for these events.
@@ -121,8 +126,7 @@ fn allocate_inserted(
     let schema = catalog::schema();
     for (version, tenants) in tenants_of {
         // A model that cannot be loaded is left to the workers, whose job reports why.
-        let Ok(model) = compute::load_model(version) else { continue };
-        if model.touch.is_some() {
+        if !compute::load_model(version).is_ok_and(|model| model.touch.is_none()) {
             continue;
         }
         let guarded: Vec<pgrx::Uuid> = tenants
@@ -130,10 +134,18 @@ fn allocate_inserted(
             .filter(|tenant| {
                 let windows: Vec<Window> =
                     buckets.iter().filter(|(t, _)| t == tenant).map(|(_, window)| *window).collect();
-                compute::guard_inserts(*tenant, version, &windows)
+                !compute::full_pass_pending(*tenant, version, &windows)
+                    && compute::guard_inserts(*tenant, version, &windows)
             })
             .collect();
         if guarded.is_empty() {
+            continue;
+        }
+        // The model as it is now that the guards are held (a fresh snapshot): a change
+        // that committed before, and whose full passes may already have run, is seen; one
+        // that commits after has full passes that wait for this transaction.
+        let Ok(model) = compute::load_model(version) else { continue };
+        if model.touch.is_some() {
             continue;
         }
         Spi::connect_mut(|client| {
