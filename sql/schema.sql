@@ -141,9 +141,11 @@ CREATE TABLE attribution_allocations (
 
 -- The foreign key's per-row check on insert is switched off: only the extension writes
 -- allocations (application roles may only read them; the worker role is the extension's
--- own and trusted), and every statement that does locks the events it allocates FOR KEY
+-- own and trusted), and every computation locks the events it allocates FOR KEY
 -- SHARE in the same set-based read, which is what the check would do one row and one
--- query at a time (it cost more than half of a large window's computation). The key
+-- query at a time (it cost more than half of a large window's computation); an INSERT
+-- that allocates its own events needs no lock (no other transaction can delete its
+-- uncommitted rows). The key
 -- stays declared, so deleting an event still cascades to its allocations, an event's key
 -- cannot change while allocations reference it, and an UPDATE that changes an
 -- allocation's event is still checked. FOR KEY SHARE needs UPDATE on some column of the
