@@ -11,6 +11,8 @@
 #   IS DISTINCT FROM over the same rows into a table of the same shape that holds them;
 # - sustained ingest: 200 INSERTs of 1,000 rows from 2 clients; the events without
 #   allocations right after the last commit, and the last job's finish;
+# - what allocating costs an INSERT of 1,000 rows (attribution.allocate_on_insert on
+#   against off);
 # - live ingest into the hot day: one single-event INSERT every 200 ms for LIVE_SECONDS,
 #   from the INSERT's start to its allocations being visible (looked for every
 #   millisecond after its commit), and to the finish of the job it enqueued;
@@ -147,6 +149,33 @@ lag=$(q -c "SELECT round(extract(epoch FROM max(finished_at) - '$last_commit'::t
 rate=$(q -c "SELECT round(200000 / extract(epoch FROM max(finished_at) - '$start'::timestamptz)) FROM attribution_recompute_jobs")
 echo "  last job finished $lag ms after the last commit; $rate events/s allocated over the run (hand-written backfill: $(awk -v n="$EVENTS" -v t="$handfresh_ms" 'BEGIN { printf "%.0f", n / t * 1000 }') events/s)"
 echo "  change log after it: $(q -c "SELECT count(*) FROM attribution_event_changes") rows, $(q -c "SELECT pg_size_pretty(pg_total_relation_size('attribution_event_changes'))")"
+
+log "what allocating costs the INSERT: 1,000-row INSERTs into the day, attribution.allocate_on_insert on and off in turn"
+cost=$(q <<SQL
+CREATE TEMP TABLE cost (allocating boolean, ms float8);
+DO \$\$
+DECLARE t0 timestamptz;
+BEGIN
+  FOR i IN 1..20 LOOP
+    PERFORM set_config('attribution.allocate_on_insert', CASE WHEN i % 2 = 0 THEN 'on' ELSE 'off' END, false);
+    t0 := clock_timestamp();
+    INSERT INTO attribution_events (id, tenant_id, occurred_at, revenue_cents)
+    SELECT gen_random_uuid(), '$TENANT_A', timestamptz '$DAY 18:00Z' + g * interval '1 second', g
+      FROM generate_series(1, 1000) g;
+    COMMIT;
+    INSERT INTO cost VALUES (i % 2 = 0, extract(epoch FROM clock_timestamp() - t0) * 1000);
+    COMMIT;
+    -- Time for the workers to compute what the INSERT left them, off the clock.
+    PERFORM pg_sleep(0.5);
+  END LOOP;
+  PERFORM set_config('attribution.allocate_on_insert', 'on', false);
+END \$\$;
+SELECT format('median %s ms allocating its events, %s ms leaving them to the workers (10 INSERTs each, with their commit)',
+              round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE allocating))::numeric, 1),
+              round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) FILTER (WHERE NOT allocating))::numeric, 1)) FROM cost;
+SQL
+)
+echo "  $cost"
 
 log "live ingest into the $EVENTS-event day: one INSERT every 200 ms for $LIVE_SECONDS s"
 samples=$((LIVE_SECONDS * 5))
