@@ -149,11 +149,7 @@ fn allocate_inserted(
             continue;
         }
         Spi::connect_mut(|client| {
-            // SAFETY: as in touched_buckets.
-            let rc = unsafe {
-                pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
-            };
-            assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+            register_transition_tables(trigger);
             client
                 .update(
                     &compute::allocate_inserted_sql(&schema, NEW_ROWS),
@@ -183,11 +179,7 @@ fn record_changes(trigger: &PgTrigger<'_>, models: &BTreeMap<pgrx::Uuid, Vec<Str
     let inserted = matches!(trigger.op(), Ok(pgrx::trigger_support::PgTriggerOperation::Insert));
     let on_a_shard = trigger.relid().is_ok_and(|relid| relid != catalog::events_relid());
     Spi::connect_mut(|client| {
-        // SAFETY: as in touched_buckets: the trigger data outlives this call.
-        let rc = unsafe {
-            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
-        };
-        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+        register_transition_tables(trigger);
         if !on_a_shard {
             let sql = format!(
                 "INSERT INTO {schema}.attribution_event_changes (tenant_id, model_version, occurred_at, event_id, inserted)
@@ -241,6 +233,16 @@ fn record_changes(trigger: &PgTrigger<'_>, models: &BTreeMap<pgrx::Uuid, Vec<Str
     .expect("recording changed events");
 }
 
+/// Makes the trigger's transition tables visible to queries on the current SPI
+/// connection (call it inside Spi::connect, before the queries that read them).
+fn register_transition_tables(trigger: &PgTrigger<'_>) {
+    // SAFETY: the trigger data is Postgres's and outlives the trigger call, and so the
+    // SPI connection this registers it on.
+    let rc =
+        unsafe { pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut()) };
+    assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+}
+
 /// The start of an event's bucket ($1 seconds wide, from the Unix epoch). date_bin
 /// overflows within a few decades of the end of the timestamp range (year 294276); such
 /// a row has no window the queue can store, and NULL here becomes a clear 22008.
@@ -275,12 +277,7 @@ fn touched_buckets(
         "SELECT tenant_id, bucket, pg_catalog.sum(is_new)::int8 FROM ({rows}) AS touched GROUP BY tenant_id, bucket"
     );
     Spi::connect(|client| {
-        // SAFETY: the trigger data is Postgres's and outlives this call; registering it
-        // makes the transition tables visible to queries on this SPI connection.
-        let rc = unsafe {
-            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
-        };
-        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+        register_transition_tables(trigger);
         let rows = client.select(&sql, None, &[width_seconds.into()]).expect("reading transition tables");
         let mut buckets = BTreeSet::new();
         let mut new_rows = 0i64;
@@ -385,11 +382,7 @@ fn lock_customers(trigger: &PgTrigger<'_>, table: &str, tenants: &BTreeSet<pgrx:
     );
     let tenants: Vec<pgrx::Uuid> = tenants.iter().copied().collect();
     let buckets: Vec<(pgrx::Uuid, i32)> = Spi::connect(|client| {
-        // SAFETY: as in touched_buckets.
-        let rc = unsafe {
-            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
-        };
-        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+        register_transition_tables(trigger);
         client
             .select(&sql, None, &[tenants.into()])
             .expect("reading the customers")
@@ -501,11 +494,7 @@ fn on_own_table(trigger: &PgTrigger<'_>, table: &str) -> bool {
 /// (NULL: every tenant).
 fn enqueue_full_passes(trigger: &PgTrigger<'_>, targets_sql: &str) {
     let targets = Spi::connect(|client| {
-        // SAFETY: as in touched_buckets.
-        let rc = unsafe {
-            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
-        };
-        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+        register_transition_tables(trigger);
         client
             .select(targets_sql, None, &[])
             .expect("reading the changed models")
@@ -724,11 +713,7 @@ fn attribution_touchpoints_schedule<'a>(
     // the distributed tables below are planned apart from this one, where the
     // transition tables cannot be seen.
     let touched_rows = Spi::connect(|client| {
-        // SAFETY: as in touched_buckets.
-        let rc = unsafe {
-            pg_sys::SPI_register_trigger_data(std::ptr::from_ref(trigger.trigger_data()).cast_mut())
-        };
-        assert!(rc >= 0, "SPI_register_trigger_data failed: {rc}");
+        register_transition_tables(trigger);
         let row = client
             .select(
                 &format!(
